@@ -1,0 +1,46 @@
+# Oncelink: `make serve` runs the app, `make test` runs every test, `make bench` measures.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HOST PORT
+
+.PHONY: serve test lint format bench system-test-tools system-bench-tools
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: $(BIN)/.installed
+	$(BIN)/flask --app app bootstrap
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Debian packages the tests drive for real; installed only when missing.
+system-test-tools:
+	@missing=""; for tool in curl wget; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
+
+test: $(BIN)/.installed-dev system-test-tools
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+system-bench-tools: system-test-tools
+	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx-light || $(SUDO) apt-get install -y -qq nginx; }
+
+bench: $(BIN)/.installed-dev system-bench-tools
+	$(BIN)/python bench/run.py

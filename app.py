@@ -1,0 +1,125 @@
+"""The Oncelink application factory: `flask --app app ...` and gunicorn's wsgi.py both start here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import db
+from blueprints import accounts, links, public, storages
+from blueprints.errors import register_error_handlers
+from core.accounts import create_user
+from core.leases import LeaseKeeper
+from core.redaction import RedactingFilter
+from db.storages import get_storage
+from db.users import count_users
+from extensions import csrf, limiter, login_manager
+
+DEFAULTS = {
+    "DATA_DIR": "instance",
+    "BACKUP_DIR": "data/backups",
+    "PUBLIC_URL": None,
+    "TOKEN_TTL": 300,
+    "TOKEN_MAX_TTL": 86400,
+    "TOKEN_MAX_USES": 100,
+    "LEASE_SECONDS": 30,
+    "LINK_RETENTION": 7 * 86400,
+    "PROXY_HOPS": 0,
+    "ADMIN_PASSWORD": None,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "RATELIMIT_STORAGE_URI": "memory://",
+}
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+}
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """The session signing key: generated once, kept in the data dir readable by us alone."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def configure(app: Flask, config: dict | None) -> None:
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("ONCELINK")
+    app.config.update(config or {})
+    data_dir = Path(app.config["DATA_DIR"]).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app.config["DATA_DIR"] = str(data_dir)
+    app.config.setdefault("DATABASE", str(data_dir / "oncelink.sqlite3"))
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_secret_key(data_dir)
+
+
+def add_security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    configure(app, config)
+    app.logger.addFilter(RedactingFilter())
+    if int(app.config["PROXY_HOPS"]):
+        hops = int(app.config["PROXY_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "accounts.login"
+    app.extensions["oncelink_leases"] = LeaseKeeper(
+        app.config["DATABASE"], float(app.config["LEASE_SECONDS"])
+    )
+
+    for blueprint in (accounts.bp, links.bp, public.bp, storages.bp):
+        app.register_blueprint(blueprint)
+    for group in (
+        accounts.users_cli,
+        accounts.apikeys_cli,
+        links.links_cli,
+        links.tokens_cli,
+        storages.storages_cli,
+    ):
+        app.cli.add_command(group)
+    app.cli.add_command(bootstrap_command)
+    register_error_handlers(app)
+    app.after_request(add_security_headers)
+    return app
+
+
+@click.command("bootstrap")
+def bootstrap_command() -> None:
+    """First start: the default local storage and, when there is no user yet, an admin."""
+    database = db.get_db()
+    if get_storage(database, "local") is None:
+        storages.add_local_storage(database, "local", current_app.config["BACKUP_DIR"], "Local backups")
+        click.echo(f"Storage 'local' serves {Path(current_app.config['BACKUP_DIR']).resolve()}.")
+    if count_users(database) == 0:
+        password = current_app.config["ADMIN_PASSWORD"]
+        generated = not password
+        password = str(password) if password else secrets.token_urlsafe(12)
+        create_user(database, "admin", password, "admin", time.time())
+        if generated:
+            click.echo(
+                f"Created user 'admin' with password: {password}  (shown once; change it or keep it safe)"
+            )
+        else:
+            click.echo("Created user 'admin' with the password from ONCELINK_ADMIN_PASSWORD.")

@@ -1,0 +1,73 @@
+"""The one place where domain exceptions become HTTP answers: JSON under /api/, a page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from blueprints.guards import api_error
+from core.accounts import AccountError
+from core.downloads import RangeNotSatisfiable
+from core.links import InvalidLinkRequest, LinkNotFound
+from core.tokens import TokenBusy, TokenUnavailable
+from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
+
+log = logging.getLogger(__name__)
+
+LINK_UNAVAILABLE_MESSAGE = "This link is invalid, has expired, was revoked or has been used up."
+
+# Exceptions whose message is safe and useful to show as it is.
+STATUS_FOR = {
+    UnsafePath: 400,
+    NotAFile: 400,
+    InvalidLinkRequest: 400,
+    AccountError: 400,
+    UnknownStorage: 404,
+    FileMissing: 404,
+    LinkNotFound: 404,
+}
+
+
+def respond(status: int, message: str):
+    if request.path.startswith("/api/"):
+        return api_error(status, message)
+    return render_template("errors/error.html", status=status, message=message), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    for exception, status in STATUS_FOR.items():
+        app.register_error_handler(exception, lambda exc, status=status: respond(status, str(exc)))
+
+    @app.errorhandler(TokenUnavailable)
+    def token_unavailable(_exc):
+        return respond(401, LINK_UNAVAILABLE_MESSAGE)
+
+    @app.errorhandler(TokenBusy)
+    def token_busy(_exc):
+        response, status = respond(409, "This link is being downloaded right now; try again when that ends.")
+        response.headers["Retry-After"] = "10"
+        return response, status
+
+    @app.errorhandler(RangeNotSatisfiable)
+    def range_not_satisfiable(exc: RangeNotSatisfiable):
+        response, status = respond(416, "The requested range lies outside the file.")
+        response.headers["Content-Range"] = f"bytes */{exc.size}"
+        return response, status
+
+    @app.errorhandler(StorageError)
+    def storage_error(exc: StorageError):
+        log.error("Storage error on %s: %s", request.path, exc)
+        return respond(500, f"The storage could not be read, nothing was counted; try again later. ({exc})")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return respond(400, f"The request was refused: {exc.description}")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code is not None and exc.code < 400:  # routing redirects
+            return exc
+        return respond(exc.code or 500, exc.description or exc.name)

@@ -1,0 +1,174 @@
+"""Minting and managing download links: the JSON API and the `links` / `tokens` CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+import click
+from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask.cli import AppGroup
+
+from blueprints.guards import api_permission
+from core.links import (
+    LinkLimits,
+    LinkRequest,
+    MintedLink,
+    create_link,
+    describe_duration,
+    parse_link_request,
+    purge_dead_links,
+    revoke_link,
+    visible_link,
+)
+from db import get_db
+from db.events import list_events
+from db.links import Link, list_links
+from extensions import csrf
+
+bp = Blueprint("links", __name__)
+csrf.exempt(bp)  # checked in api_permission for session callers; API keys need none
+
+links_cli = AppGroup("links", help="Mint and revoke download links.")
+tokens_cli = AppGroup("tokens", help="Maintain the token store.")
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return (
+        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def cli_base_url() -> str:
+    """Where `make serve` listens, for links minted from the command line without PUBLIC_URL."""
+    return (
+        current_app.config.get("PUBLIC_URL")
+        or f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+    )
+
+
+def link_limits() -> LinkLimits:
+    config = current_app.config
+    return LinkLimits(int(config["TOKEN_TTL"]), int(config["TOKEN_MAX_TTL"]), int(config["TOKEN_MAX_USES"]))
+
+
+def public_url(token: str) -> str:
+    """The absolute link: under ONCELINK_PUBLIC_URL when set, else the request's own root."""
+    base = current_app.config.get("PUBLIC_URL")
+    if base:
+        return str(base).rstrip("/") + url_for("public.download", token=token)
+    return url_for("public.download", token=token, _external=True)
+
+
+def link_json(link: Link, now: float) -> dict:
+    return {
+        "id": link.id,
+        "storage": link.storage_id,
+        "file": link.path,
+        "decrypt": link.decrypt,
+        "state": link.state(now),
+        "uses": link.max_uses,
+        "usesDone": link.uses,
+        "createdAt": iso(link.created_at),
+        "expiresAt": iso(link.expires_at),
+        "revokedAt": iso(link.revoked_at),
+    }
+
+
+def minted_json(minted: MintedLink) -> dict:
+    link = minted.link
+    ttl = round(link.expires_at - link.created_at)
+    return {
+        "success": True,
+        "id": link.id,
+        "url": public_url(minted.token),
+        "expiresIn": describe_duration(ttl),
+        "expiresAt": iso(link.expires_at),
+        "singleUse": link.max_uses == 1,
+        "uses": link.max_uses,
+    }
+
+
+def mint(storage_id: str, link_request: LinkRequest, creator) -> MintedLink:
+    """Create the link, and drop links long dead while we are at it."""
+    db, now = get_db(), time.time()
+    minted = create_link(db, storage_id, link_request, creator, now)
+    purge_dead_links(db, float(current_app.config["LINK_RETENTION"]), now)
+    return minted
+
+
+@bp.post("/api/storage/<storage_id>/download-url")
+@api_permission("storage:download")
+def create_download_url(storage_id: str):
+    link_request = parse_link_request(request.get_json(silent=True), link_limits())
+    return jsonify(minted_json(mint(storage_id, link_request, g.user)))
+
+
+@bp.get("/api/links")
+@api_permission("storage:download")
+def links_index():
+    owner = None if g.user.can("admin") else g.user.id
+    now = time.time()
+    return jsonify(success=True, links=[link_json(link, now) for link in list_links(get_db(), owner)])
+
+
+@bp.get("/api/links/<int:link_id>/events")
+@api_permission("storage:download")
+def link_events(link_id: int):
+    db = get_db()
+    visible_link(db, link_id, g.user)
+    return jsonify(
+        success=True, events=[{**event.__dict__, "at": iso(event.at)} for event in list_events(db, link_id)]
+    )
+
+
+@bp.delete("/api/links/<int:link_id>")
+@api_permission("storage:download")
+def revoke(link_id: int):
+    link = revoke_link(get_db(), link_id, g.user, time.time())
+    return jsonify(success=True, link=link_json(link, time.time()))
+
+
+@links_cli.command("create")
+@click.argument("storage_id")
+@click.argument("file")
+@click.option("--ttl", type=int, help="Seconds until the link expires (default ONCELINK_TOKEN_TTL).")
+@click.option("--uses", type=int, default=1, show_default=True, help="How many complete downloads it allows.")
+@click.option("--no-decrypt", is_flag=True, help="Serve an encrypted file as stored.")
+def create_command(storage_id: str, file: str, ttl: int | None, uses: int, no_decrypt: bool) -> None:
+    """Mint a link and print only its URL."""
+    body = {"file": file, "uses": uses, "decrypt": not no_decrypt}
+    if ttl is not None:
+        body["ttl"] = ttl
+    minted = mint(storage_id, parse_link_request(body, link_limits()), None)
+    with current_app.test_request_context(base_url=cli_base_url()):
+        click.echo(public_url(minted.token))
+
+
+@links_cli.command("revoke")
+@click.argument("link_id", type=int)
+def revoke_command(link_id: int) -> None:
+    """Revoke a link by its id."""
+    revoke_link(get_db(), link_id, None, time.time())
+    click.echo(f"Link {link_id} revoked.")
+
+
+@links_cli.command("list")
+def list_command() -> None:
+    """Every link, newest first."""
+    now = time.time()
+    for link in list_links(get_db()):
+        click.echo(
+            f"{link.id}\t{link.state(now)}\t{link.uses}/{link.max_uses}\t{iso(link.expires_at)}\t"
+            f"{link.storage_id}:{link.path}"
+        )
+
+
+@tokens_cli.command("purge")
+def purge_command() -> None:
+    """Delete every expired, revoked or used-up token now (their events stay)."""
+    count = purge_dead_links(get_db(), 0, time.time())
+    click.echo(f"Purged {count} dead token(s).")

@@ -1,0 +1,67 @@
+"""The public download: no cookie, no login; the token in the link is the only authority."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.http import http_date
+from werkzeug.wsgi import FileWrapper
+
+from blueprints.guards import api_error
+from core.downloads import Client, Download, inspect_download, start_download
+from db import get_db
+
+bp = Blueprint("public", __name__)
+
+BLOCK_SIZE = 256 * 1024  # only used when sendfile is not available
+
+
+def content_disposition(filename: str) -> str:
+    """attachment; filename=... with an RFC 6266 filename* for names that are not ASCII."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    ascii_name = ascii_name.replace("\\", "_").replace('"', "_") or "download"
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
+    return value
+
+
+def file_response(download: Download) -> Response:
+    body = ()
+    if download.body is not None:
+        # The server's own wrapper, so that gunicorn recognises it and uses sendfile.
+        wrap = request.environ.get("wsgi.file_wrapper", FileWrapper)
+        body = wrap(download.body, BLOCK_SIZE)
+    response = Response(
+        body,
+        status=206 if download.partial else 200,
+        mimetype="application/octet-stream",
+        direct_passthrough=True,
+    )
+    headers = response.headers
+    headers["Content-Length"] = str(download.stop - download.start)
+    if download.partial:
+        headers["Content-Range"] = f"bytes {download.start}-{download.stop - 1}/{download.size}"
+    headers["Accept-Ranges"] = "bytes"
+    headers["ETag"] = download.etag
+    headers["Last-Modified"] = http_date(download.mtime)
+    headers["Content-Disposition"] = content_disposition(download.filename)
+    headers["Cache-Control"] = "no-store"
+    headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.route("/api/storage/public-download", methods=["GET"])
+def download() -> Response:
+    token = request.args.get("token", "")
+    if not token:
+        return api_error(400, "The link has no token.")
+    client = Client(request.remote_addr, request.user_agent.string or None)
+    request_args = (get_db(), token, request.headers.get("Range"), request.headers.get("If-Range"), client)
+    if request.method == "HEAD":
+        return file_response(inspect_download(*request_args, now=time.time()))
+    keeper = current_app.extensions["oncelink_leases"]
+    return file_response(start_download(*request_args, keeper=keeper, now=time.time()))

@@ -1,0 +1,116 @@
+"""Users, roles and API keys. Passwords are scrypt hashes; API keys are stored as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from db import users as queries
+
+ROLE_PERMISSIONS = {
+    "admin": frozenset({"storage:read", "storage:download", "admin"}),
+    "operator": frozenset({"storage:read", "storage:download"}),
+    "viewer": frozenset({"storage:read"}),
+}
+API_KEY_PREFIX = "olk_"
+# Checked against when a name is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("not a password")
+
+
+class AccountError(ValueError):
+    """A user or key request that cannot be carried out, with a message for the person asking."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-in person or script; shaped for flask-login."""
+
+    id: int
+    name: str
+    role: str
+    disabled: bool = False
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def _user(record: queries.UserRecord) -> User:
+    return User(record.id, record.name, record.role, record.disabled)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_user(db: Database, name: str, password: str, role: str, now: float) -> User:
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise AccountError("A user name is 1 to 64 characters.")
+    if role not in ROLE_PERMISSIONS:
+        raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(ROLE_PERMISSIONS)}.")
+    if len(password) < 8:
+        raise AccountError("A password has at least 8 characters.")
+    if queries.get_user_by_name(db, name) is not None:
+        raise AccountError(f"A user named {name!r} exists already.")
+    return _user(queries.insert_user(db, name, generate_password_hash(password), role, now))
+
+
+def load_user(db: Database, user_id: int) -> User | None:
+    record = queries.get_user(db, user_id)
+    return _user(record) if record and not record.disabled else None
+
+
+def authenticate(db: Database, name: str, password: str) -> User | None:
+    """The enabled user with that name and password, or None."""
+    record = queries.get_user_by_name(db, name)
+    if record is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password_hash(record.password_hash, password) or record.disabled:
+        return None
+    return _user(record)
+
+
+def create_api_key(
+    db: Database, user_name: str, now: float, expires_days: int | None = None
+) -> tuple[str, queries.ApiKeyRecord]:
+    """A new key for a user: the key itself (shown once) and its stored record."""
+    record = queries.get_user_by_name(db, user_name)
+    if record is None:
+        raise AccountError(f"No user named {user_name!r}.")
+    if expires_days is not None and expires_days < 1:
+        raise AccountError("A key expires after at least one day.")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    expires_at = now + expires_days * 86400 if expires_days else None
+    stored = queries.insert_api_key(db, record.id, hash_secret(key), key[:12], now, expires_at)
+    return key, stored
+
+
+def user_for_api_key(db: Database, key: str, now: float) -> User | None:
+    if not key.startswith(API_KEY_PREFIX):
+        return None
+    record = queries.user_for_key_hash(db, hash_secret(key), now)
+    return _user(record) if record else None

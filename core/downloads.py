@@ -1,0 +1,260 @@
+"""Serving a link: choose the byte range, claim the link, and count the use only when every byte left.
+
+The body handed to the WSGI server is a `TrackedFile`: gunicorn sends it with sendfile
+(zero-copy; `socket.sendfile` leaves the file position at offset + bytes sent, as its
+documentation promises) or reads it; either way its position says how far the transfer
+got when the server closes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlite_utils import Database
+from werkzeug.http import parse_range_header
+
+import db as database
+from core import tokens
+from core.leases import LeaseKeeper
+from db.events import Event, record_event
+from db.links import Link
+from storage import load_storage
+from storage.base import Entry, Storage
+
+log = logging.getLogger(__name__)
+
+
+class RangeNotSatisfiable(Exception):
+    def __init__(self, size: int):
+        super().__init__(f"range outside 0-{size}")
+        self.size = size
+
+
+@dataclass(frozen=True)
+class Client:
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a response needs to describe one transfer (or a HEAD of it)."""
+
+    link: Link
+    filename: str
+    size: int
+    start: int
+    stop: int
+    etag: str
+    mtime: float
+    body: TrackedFile | None = None
+
+    @property
+    def partial(self) -> bool:
+        return (self.start, self.stop) != (0, self.size)
+
+
+def etag_for(storage_id: str, entry: Entry) -> str:
+    """Strong validator: changes whenever the file's identity, size or mtime does."""
+    basis = f"{storage_id}\0{entry.path}\0{entry.size}\0{entry.mtime!r}".encode()
+    return '"' + hashlib.sha256(basis).hexdigest()[:32] + '"'
+
+
+def choose_range(size: int, range_header: str | None, if_range: str | None, etag: str) -> tuple[int, int]:
+    """The [start, stop) to send. One byte range is honoured; anything else gets the whole file."""
+    parsed = parse_range_header(range_header) if range_header else None
+    if parsed is None or len(parsed.ranges) != 1 or (if_range and if_range != etag):
+        return 0, size
+    span = parsed.range_for_length(size)
+    if span is None:
+        raise RangeNotSatisfiable(size)
+    return span
+
+
+class TrackedFile:
+    """A file proxy for one response body that reports, once, how far it was sent."""
+
+    mode = "rb"  # socket.sendfile checks for a binary file
+
+    def __init__(
+        self, raw: BinaryIO, start: int, stop: int, lease_id: str, on_close: Callable[[int, bool], None]
+    ):
+        self._raw = raw
+        self._start = self._position = self._reached = start
+        self._stop = stop
+        self._on_close = on_close
+        self.lease_id = lease_id
+        self.closed = False
+        raw.seek(start)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def _moved_to(self, position: int) -> None:
+        self._position = position
+        self._reached = max(self._reached, position)
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._stop - self._position
+        size = remaining if size < 0 else min(size, remaining)
+        data = self._raw.read(size) if size > 0 else b""
+        self._moved_to(self._position + len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._moved_to(self._raw.seek(offset, whence))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        """Called by the server when the response ends, well or badly."""
+        if self.closed:
+            return
+        self.closed = True
+        # The WSGI server closes the body in a `finally`; an exception in flight
+        # (a client gone mid-sendfile) means the transfer did not finish.
+        failed = sys.exc_info()[1] is not None
+        self._raw.close()
+        self._on_close(self._reached - self._start, not failed and self._reached >= self._stop)
+
+
+def _reject(db: Database, link: Link | None, reason: str, client: Client, now: float) -> None:
+    record_event(
+        db,
+        Event(
+            "rejected",
+            now,
+            link.id if link else None,
+            link.storage_id if link else None,
+            link.path if link else None,
+            reason=reason,
+            client_ip=client.ip,
+            user_agent=client.user_agent,
+        ),
+    )
+
+
+def _describe(
+    db: Database, token: str, range_header: str | None, if_range: str | None, client: Client, now: float
+) -> tuple[Download, Storage]:
+    try:
+        link = tokens.usable_link(db, token, now)
+    except tokens.TokenUnavailable as exc:
+        _reject(db, None, exc.reason, client, now)
+        raise
+    storage = load_storage(db, link.storage_id)
+    entry = storage.stat(link.path)
+    etag = etag_for(link.storage_id, entry)
+    start, stop = choose_range(entry.size, range_header, if_range, etag)
+    return Download(link, entry.name, entry.size, start, stop, etag, entry.mtime), storage
+
+
+def inspect_download(
+    db: Database, token: str, range_header: str | None, if_range: str | None, client: Client, now: float
+) -> Download:
+    """What a GET would send, without claiming the link (HEAD)."""
+    download, _ = _describe(db, token, range_header, if_range, client, now)
+    link = download.link
+    record_event(
+        db,
+        Event(
+            "head",
+            now,
+            link.id,
+            link.storage_id,
+            link.path,
+            client_ip=client.ip,
+            user_agent=client.user_agent,
+        ),
+    )
+    return download
+
+
+def start_download(
+    db: Database,
+    token: str,
+    range_header: str | None,
+    if_range: str | None,
+    client: Client,
+    keeper: LeaseKeeper,
+    now: float,
+) -> Download:
+    """Claim the link and open its file; the use is counted when the body closes complete."""
+    download, storage = _describe(db, token, range_header, if_range, client, now)
+    try:
+        claim = tokens.claim_link(db, token, keeper.lease_seconds, now)
+    except (tokens.TokenUnavailable, tokens.TokenBusy) as exc:
+        _reject(db, download.link, getattr(exc, "reason", "busy"), client, now)
+        raise
+    try:
+        raw = storage.open(download.link.path)
+    except BaseException:
+        tokens.release_transfer(db, claim)
+        raise
+    finish = _Finisher(keeper.database_path, claim, download, client)
+    body = TrackedFile(raw, download.start, download.stop, claim.lease_id, finish)
+    keeper.hold(body)
+    link = download.link
+    record_event(
+        db,
+        Event(
+            "started",
+            now,
+            link.id,
+            link.storage_id,
+            link.path,
+            bytes=download.start,
+            client_ip=client.ip,
+            user_agent=client.user_agent,
+        ),
+    )
+    return dataclasses.replace(download, body=body)
+
+
+@dataclass(frozen=True)
+class _Finisher:
+    """Counts or releases the claim when the body closes; runs after the request context is gone."""
+
+    database_path: str
+    claim: tokens.Claim
+    download: Download
+    client: Client
+
+    def __call__(self, sent: int, complete: bool) -> None:
+        now = time.time()
+        link = self.claim.link
+        try:
+            db = database.connect(self.database_path)
+            try:
+                if complete:
+                    tokens.complete_transfer(db, self.claim, now)
+                else:
+                    tokens.release_transfer(db, self.claim)
+                record_event(
+                    db,
+                    Event(
+                        "completed" if complete else "aborted",
+                        now,
+                        link.id,
+                        link.storage_id,
+                        link.path,
+                        bytes=sent,
+                        client_ip=self.client.ip,
+                        user_agent=self.client.user_agent,
+                    ),
+                )
+            finally:
+                db.close()
+        except Exception:
+            # The lease lapses on its own once the keeper stops renewing it.
+            log.exception("Could not record the end of a transfer of link %s", link.id)

@@ -1,0 +1,117 @@
+"""Minting, revoking and purging download links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from core.accounts import User
+from core.tokens import hash_token, new_token
+from db import links as queries
+from db.events import Event, record_event
+from db.links import Link
+from storage import load_storage
+
+
+class InvalidLinkRequest(ValueError):
+    """A link request whose fields are missing, of the wrong type or out of bounds."""
+
+
+class LinkNotFound(LookupError):
+    """No such link, or not one this user may manage."""
+
+
+@dataclass(frozen=True)
+class LinkLimits:
+    default_ttl: int
+    max_ttl: int
+    max_uses: int
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    file: str
+    decrypt: bool
+    ttl: int
+    uses: int
+
+
+@dataclass(frozen=True)
+class MintedLink:
+    token: str
+    link: Link
+
+
+def _bounded_int(data: dict, key: str, default: int, maximum: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidLinkRequest(f"'{key}' must be a whole number from 1 to {maximum}.")
+    return value
+
+
+def parse_link_request(data: object, limits: LinkLimits) -> LinkRequest:
+    """Check a JSON body such as {"file": "db.sql.gz", "ttl": 300, "uses": 1, "decrypt": true}."""
+    if not isinstance(data, dict):
+        raise InvalidLinkRequest("Send a JSON object.")
+    file = data.get("file")
+    if not isinstance(file, str) or not file:
+        raise InvalidLinkRequest("'file' is required: the path of the file in the storage.")
+    decrypt = data.get("decrypt", True)
+    if not isinstance(decrypt, bool):
+        raise InvalidLinkRequest("'decrypt' must be true or false.")
+    ttl = _bounded_int(data, "ttl", limits.default_ttl, limits.max_ttl)
+    uses = _bounded_int(data, "uses", 1, limits.max_uses)
+    return LinkRequest(file, decrypt, ttl, uses)
+
+
+def create_link(
+    db: Database, storage_id: str, request: LinkRequest, creator: User | None, now: float
+) -> MintedLink:
+    """Mint a link to a file that exists now; the token is returned here and never stored."""
+    entry = load_storage(db, storage_id).stat(request.file)
+    token = new_token()
+    link = queries.insert_link(
+        db,
+        token_hash=hash_token(token),
+        storage_id=storage_id,
+        path=entry.path,
+        decrypt=request.decrypt,
+        created_by=creator.id if creator else None,
+        created_at=now,
+        expires_at=now + request.ttl,
+        max_uses=request.uses,
+    )
+    record_event(
+        db, Event("created", now, link.id, storage_id, entry.path, reason=creator.name if creator else "cli")
+    )
+    return MintedLink(token, link)
+
+
+def visible_link(db: Database, link_id: int, user: User | None) -> Link:
+    """A link the user may see and manage: their own, or any for an admin (or the CLI, user=None)."""
+    link = queries.get_link(db, link_id)
+    if link is None or (user is not None and not user.can("admin") and link.created_by != user.id):
+        raise LinkNotFound(f"No link {link_id}.")
+    return link
+
+
+def revoke_link(db: Database, link_id: int, by: User | None, now: float) -> Link:
+    link = visible_link(db, link_id, by)
+    if queries.revoke_link(db, link_id, now):
+        record_event(db, Event("revoked", now, link.id, link.storage_id, link.path))
+    return queries.get_link(db, link_id)
+
+
+def purge_dead_links(db: Database, retention_seconds: float, now: float) -> int:
+    """Delete links that can no longer be used, once dead for the retention period; events stay."""
+    return queries.delete_dead_links(db, now - retention_seconds, now)
+
+
+def describe_duration(seconds: int) -> str:
+    """'5 minutes', '1 hour', '90 seconds': the largest unit that divides evenly."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if count != 1 else "")
+    return f"{seconds} second" + ("s" if seconds != 1 else "")

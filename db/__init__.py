@@ -1,0 +1,54 @@
+"""SQLite access: one sqlite-utils Database per request, opened lazily and closed at teardown."""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+from pathlib import Path
+
+from flask import Flask, current_app, g
+from sqlite_utils import Database
+
+from db.migrations import migrations
+
+BUSY_TIMEOUT_SECONDS = 10
+
+
+def connect(path: str) -> Database:
+    """Open the database with WAL, a busy timeout and foreign keys on."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+    db = Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def migrate(path: str) -> None:
+    """Apply pending migrations; a file lock keeps concurrent workers from racing."""
+    lock_path = Path(path).with_suffix(".migrate.lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        db = connect(path)
+        try:
+            migrations.apply(db)
+        finally:
+            db.close()
+
+
+def get_db() -> Database:
+    """The request's database connection."""
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def init_app(app: Flask) -> None:
+    migrate(app.config["DATABASE"])
+    app.teardown_appcontext(close_db)

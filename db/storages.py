@@ -1,0 +1,36 @@
+"""Queries on the storages table: a slug, a display name, a kind and its JSON config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from sqlite_utils import Database
+
+
+@dataclass(frozen=True)
+class StorageRecord:
+    id: str
+    name: str
+    kind: str
+    config: dict = field(default_factory=dict)
+
+
+def _storage(row: dict) -> StorageRecord:
+    return StorageRecord(**{**row, "config": json.loads(row["config"])})
+
+
+def get_storage(db: Database, storage_id: str) -> StorageRecord | None:
+    rows = list(db.query("SELECT id, name, kind, config FROM storages WHERE id = ?", [storage_id]))
+    return _storage(rows[0]) if rows else None
+
+
+def list_storages(db: Database) -> list[StorageRecord]:
+    return [_storage(row) for row in db.query("SELECT id, name, kind, config FROM storages ORDER BY id")]
+
+
+def insert_storage(db: Database, record: StorageRecord) -> None:
+    db.execute(
+        "INSERT INTO storages (id, name, kind, config) VALUES (?, ?, ?, ?)",
+        [record.id, record.name, record.kind, json.dumps(record.config)],
+    )

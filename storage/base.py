@@ -1,0 +1,70 @@
+"""What every storage adapter offers, and the errors it may raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+MAX_PATH_LENGTH = 4096
+
+
+class StorageError(Exception):
+    """The storage could not be read (permissions, I/O, network)."""
+
+
+class UnsafePath(ValueError):
+    """A path that tries to leave the storage root or is not a plain relative path."""
+
+
+class UnknownStorage(LookupError):
+    """No storage with that id."""
+
+
+class FileMissing(LookupError):
+    """No file at that path."""
+
+
+class NotAFile(ValueError):
+    """The path names a folder, or something that is not a regular file."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+class Storage(Protocol):
+    def list(self, folder: str = "") -> list[Entry]:
+        """The entries of one folder, folders first, then by name."""
+
+    def stat(self, path: str) -> Entry:
+        """One regular file."""
+
+    def open(self, path: str) -> BinaryIO:
+        """The file for reading, unbuffered, with a real file descriptor where there is one."""
+
+
+def clean_relative_path(path: str, allow_root: bool = False) -> str:
+    """Normalise a user-given path to 'a/b/c', refusing anything that could escape the root."""
+    if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH:
+        raise UnsafePath("The path is not a string of a sane length.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise UnsafePath("The path contains control characters.")
+    if "\\" in path:
+        raise UnsafePath("The path contains a backslash.")
+    if path.startswith("/"):
+        raise UnsafePath("The path must be relative to the storage root.")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafePath("The path must not contain '..'.")
+    if not parts and not allow_root:
+        raise UnsafePath("The path names the storage root, not a file.")
+    return "/".join(parts)
+
+
+def sorted_entries(entries: list[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: (not e.is_dir, e.name.casefold(), e.name))
