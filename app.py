@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
@@ -106,6 +107,7 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 @click.command("bootstrap")
+@with_appcontext
 def bootstrap_command() -> None:
     """First start: the default local storage and, when there is no user yet, an admin."""
     database = db.get_db()

@@ -37,9 +37,7 @@ tokens_cli = AppGroup("tokens", help="Maintain the token store.")
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return (
-        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cli_base_url() -> str:

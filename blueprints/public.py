@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import unicodedata
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
@@ -20,11 +19,16 @@ BLOCK_SIZE = 256 * 1024  # only used when sendfile is not available
 
 
 def content_disposition(filename: str) -> str:
-    """attachment; filename=... with an RFC 6266 filename* for names that are not ASCII."""
-    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    ascii_name = ascii_name.replace("\\", "_").replace('"', "_") or "download"
-    value = f'attachment; filename="{ascii_name}"'
-    if ascii_name != filename:
+    """attachment; filename=... plus RFC 6266 filename* when the name is not plain ASCII.
+
+    Clients that read filename* (browsers, wget) get the exact name from it. The fallback
+    carries the name's UTF-8 bytes, which is what `curl -OJ` and other older clients that
+    only read filename= write to disk unchanged; WSGI headers travel as latin-1, so the
+    bytes are handed over as a latin-1 string.
+    """
+    fallback = filename.replace("\\", "_").replace('"', "_")
+    value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
+    if not filename.isascii() or fallback != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
     return value
 

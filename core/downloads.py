@@ -150,7 +150,7 @@ def _describe(
     try:
         link = tokens.usable_link(db, token, now)
     except tokens.TokenUnavailable as exc:
-        _reject(db, None, exc.reason, client, now)
+        _reject(db, exc.link, exc.reason, client, now)
         raise
     storage = load_storage(db, link.storage_id)
     entry = storage.stat(link.path)
@@ -193,8 +193,11 @@ def start_download(
     download, storage = _describe(db, token, range_header, if_range, client, now)
     try:
         claim = tokens.claim_link(db, token, keeper.lease_seconds, now)
-    except (tokens.TokenUnavailable, tokens.TokenBusy) as exc:
-        _reject(db, download.link, getattr(exc, "reason", "busy"), client, now)
+    except tokens.TokenUnavailable as exc:
+        _reject(db, download.link, exc.reason, client, now)
+        raise
+    except tokens.TokenBusy:
+        _reject(db, download.link, "busy", client, now)
         raise
     try:
         raw = storage.open(download.link.path)
@@ -231,28 +234,30 @@ class _Finisher:
     client: Client
 
     def __call__(self, sent: int, complete: bool) -> None:
+        """`complete`: the whole requested range went out."""
         now = time.time()
         link = self.claim.link
+        # Only a transfer that delivered its range up to the end of the file is a use.
+        reached_end = complete and self.download.stop == self.download.size
+        outcome = "completed" if reached_end else "partial" if complete else "aborted"
+        event = Event(
+            outcome,
+            now,
+            link.id,
+            link.storage_id,
+            link.path,
+            bytes=sent,
+            client_ip=self.client.ip,
+            user_agent=self.client.user_agent,
+        )
         try:
             db = database.connect(self.database_path)
             try:
-                if complete:
+                if reached_end:
                     tokens.complete_transfer(db, self.claim, now)
                 else:
                     tokens.release_transfer(db, self.claim)
-                record_event(
-                    db,
-                    Event(
-                        "completed" if complete else "aborted",
-                        now,
-                        link.id,
-                        link.storage_id,
-                        link.path,
-                        bytes=sent,
-                        client_ip=self.client.ip,
-                        user_agent=self.client.user_agent,
-                    ),
-                )
+                record_event(db, event)
             finally:
                 db.close()
         except Exception:

@@ -22,9 +22,10 @@ MAX_TOKEN_LENGTH = 256
 class TokenUnavailable(Exception):
     """Unknown, expired, revoked or used up; `reason` is for the event log, not the client."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, link: Link | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.link = link
 
 
 class TokenBusy(Exception):
@@ -58,7 +59,7 @@ def usable_link(db: Database, token: str, now: float) -> Link:
         raise TokenUnavailable("unknown")
     reason = link.unusable_reason(now)
     if reason:
-        raise TokenUnavailable(reason)
+        raise TokenUnavailable(reason, link)
     return link
 
 

@@ -1,0 +1,209 @@
+"""Fixtures: an app on a temp data dir, its clients, an auth helper, and real gunicorn servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from core.accounts import create_user
+from core.links import LinkRequest, create_link
+from db import connect
+from db.storages import StorageRecord, get_storage, insert_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+def make_app(data_dir: Path, backups: Path, **config):
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "RATELIMIT_ENABLED": False, **config})
+    backups.mkdir(parents=True, exist_ok=True)
+    with app.app_context():
+        db = connect(app.config["DATABASE"])
+        if get_storage(db, "local") is None:
+            insert_storage(db, StorageRecord("local", "Local", "local", {"path": str(backups)}))
+        db.close()
+    return app
+
+
+@pytest.fixture
+def backups(tmp_path: Path) -> Path:
+    return tmp_path / "backups"
+
+
+@pytest.fixture
+def app(tmp_path: Path, backups: Path):
+    return make_app(tmp_path / "instance", backups)
+
+
+@pytest.fixture
+def db(app):
+    database = connect(app.config["DATABASE"])
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token_from(html: str) -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+@dataclass
+class Auth:
+    """Creates users and signs the test client in as one of them."""
+
+    app: object
+    client: object
+    csrf_token: str | None = None
+
+    def create(self, name: str, role: str):
+        with self.app.app_context():
+            db = connect(self.app.config["DATABASE"])
+            user = create_user(db, name, PASSWORD, role, time.time())
+            db.close()
+        return user
+
+    def login(self, role: str = "operator", name: str | None = None):
+        user = self.create(name or role, role)
+        page = self.client.get("/login").get_data(as_text=True)
+        token = csrf_token_from(page)
+        response = self.client.post(
+            "/login", data={"name": user.name, "password": PASSWORD, "csrf_token": token}
+        )
+        assert response.status_code == 303, response.get_data(as_text=True)
+        self.csrf_token = csrf_token_from(self.client.get("/").get_data(as_text=True))
+        return user
+
+    def headers(self) -> dict:
+        return {"X-CSRFToken": self.csrf_token} if self.csrf_token else {}
+
+
+@pytest.fixture
+def auth(app, client) -> Auth:
+    return Auth(app, client)
+
+
+def mint(app, path: str, ttl: int = 300, uses: int = 1, decrypt: bool = True) -> str:
+    """A link token, minted straight through the domain layer."""
+    db = connect(app.config["DATABASE"])
+    try:
+        return create_link(db, "local", LinkRequest(path, decrypt, ttl, uses), None, time.time()).token
+    finally:
+        db.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A real gunicorn, started as `make serve` starts it, on a free loopback port."""
+
+    data_dir: Path
+    backups: Path
+    lease_seconds: float = 2
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    app: object = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def access_log(self) -> Path:
+        return self.data_dir / "access.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.data_dir / "error.log"
+
+    def env(self) -> dict:
+        return {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "ONCELINK_DATA_DIR": str(self.data_dir),
+            "ONCELINK_LEASE_SECONDS": str(self.lease_seconds),
+            "ONCELINK_PUBLIC_URL": self.url,
+            "ONCELINK_ACCESS_LOG": str(self.access_log),
+            "ONCELINK_ERROR_LOG": str(self.error_log),
+            "WEB_CONCURRENCY": "2",
+        }
+
+    def start(self) -> LiveServer:
+        if self.app is None:
+            self.app = make_app(
+                self.data_dir, self.backups, LEASE_SECONDS=self.lease_seconds, PUBLIC_URL=self.url
+            )
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "gunicorn exited at start"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def link(self, path: str, **options) -> str:
+        return f"{self.url}/api/storage/public-download?token={mint(self.app, path, **options)}"
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("live")
+    server = LiveServer(base / "instance", base / "backups").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """For tests that stop and restart their own server."""
+    servers = []
+
+    def start(**options) -> LiveServer:
+        server = LiveServer(tmp_path / "instance", tmp_path / "backups", **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

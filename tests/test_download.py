@@ -1,0 +1,188 @@
+"""The public download through the Flask test client: headers, ranges, HEAD, failures that lose nothing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from db import connect
+from db.events import list_events
+from db.links import list_links
+from tests.conftest import mint
+
+DATA = bytes(range(256)) * 400  # 102400 bytes
+URL = "/api/storage/public-download?token="
+
+
+@pytest.fixture(autouse=True)
+def files(backups):
+    backups.mkdir(parents=True, exist_ok=True)
+    (backups / "db.sql.gz").write_bytes(DATA)
+    (backups / "empty.bin").write_bytes(b"")
+    (backups / "big.bin").write_bytes(DATA * 20)
+    (backups / "Sauvegarde été 2026 «ß».tar").write_bytes(b"non-ascii")
+
+
+def get(client, token, **headers):
+    """A whole download; buffered, so the body is closed as a real server would close it."""
+    return client.get(URL + token, headers=headers, buffered=True)
+
+
+def link_state(app):
+    db = connect(app.config["DATABASE"])
+    try:
+        (link,) = list_links(db)
+        return link.uses, [e.event for e in list_events(db, link.id)]
+    finally:
+        db.close()
+
+
+def test_download_once_then_401(app, client):
+    token = mint(app, "db.sql.gz")
+    response = get(client, token)
+    assert response.status_code == 200
+    assert response.data == DATA
+    headers = response.headers
+    assert headers["Content-Length"] == str(len(DATA))
+    assert headers["Accept-Ranges"] == "bytes"
+    assert headers["Content-Disposition"] == 'attachment; filename="db.sql.gz"'
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["ETag"].startswith('"') and not headers["ETag"].startswith("W/")
+    assert "Set-Cookie" not in headers
+    again = get(client, token)
+    assert again.status_code == 401
+    assert again.get_json() == {
+        "success": False,
+        "error": "This link is invalid, has expired, was revoked or has been used up.",
+    }
+    assert link_state(app) == (1, ["created", "started", "completed", "rejected"])
+
+
+def test_missing_and_broken_tokens(client):
+    assert client.get("/api/storage/public-download").status_code == 400
+    assert client.get(URL).status_code == 400
+    for token in ("x", "a" * 43, "%00", "💥" * 10, "a" * 100_000):
+        assert get(client, token).status_code == 401
+
+
+def test_unknown_tokens_are_logged_without_the_token(app, client):
+    client.get(URL + "not-a-real-token")
+    db = connect(app.config["DATABASE"])
+    assert "not-a-real-token" not in "\n".join(db.iterdump())
+    db.close()
+
+
+def test_head_never_consumes(app, client):
+    token = mint(app, "db.sql.gz")
+    for _ in range(3):
+        head = client.head(URL + token)
+        assert head.status_code == 200 and head.data == b""
+        assert head.headers["Content-Length"] == str(len(DATA))
+    assert get(client, token).data == DATA
+    assert link_state(app) == (1, ["created", "head", "head", "head", "started", "completed"])
+
+
+def test_resume_from_an_offset_counts_as_the_use(app, client):
+    token = mint(app, "db.sql.gz")
+    response = get(client, token, Range="bytes=1000-")
+    assert response.status_code == 206
+    assert response.data == DATA[1000:]
+    assert response.headers["Content-Range"] == f"bytes 1000-{len(DATA) - 1}/{len(DATA)}"
+    assert response.headers["Content-Length"] == str(len(DATA) - 1000)
+    assert get(client, token).status_code == 401
+
+
+def test_a_range_short_of_the_end_does_not_use_the_link(app, client):
+    token = mint(app, "db.sql.gz")
+    response = get(client, token, Range="bytes=0-99")
+    assert response.status_code == 206 and response.data == DATA[:100]
+    assert link_state(app)[0] == 0
+    assert get(client, token, Range="bytes=100-").data == DATA[100:]
+    assert link_state(app) == (1, ["created", "started", "partial", "started", "completed"])
+
+
+def test_unsatisfiable_range_is_416_and_keeps_the_link(app, client):
+    token = mint(app, "db.sql.gz")
+    response = get(client, token, Range=f"bytes={len(DATA)}-")
+    assert response.status_code == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(DATA)}"
+    assert get(client, token).status_code == 200
+
+
+def test_multiple_ranges_and_stale_if_range_get_the_whole_file(app, client):
+    token = mint(app, "db.sql.gz", uses=2)
+    multi = get(client, token, Range="bytes=0-1,5-6")
+    assert multi.status_code == 200 and multi.data == DATA
+    stale = get(client, token, Range="bytes=10-", **{"If-Range": '"old"'})
+    assert stale.status_code == 200 and stale.data == DATA
+
+
+def test_empty_file(app, client):
+    token = mint(app, "empty.bin")
+    response = get(client, token)
+    assert response.status_code == 200 and response.data == b""
+    assert get(client, token).status_code == 401
+
+
+def test_non_ascii_filename_uses_rfc6266(app, client):
+    name = "Sauvegarde été 2026 «ß».tar"
+    response = get(client, mint(app, name))
+    disposition = response.headers["Content-Disposition"].encode("latin-1")  # as on the wire
+    assert disposition == (
+        f'attachment; filename="{name}"; '.encode()
+        + b"filename*=UTF-8''Sauvegarde%20%C3%A9t%C3%A9%202026%20%C2%AB%C3%9F%C2%BB.tar"
+    )
+
+
+def test_quotes_in_a_filename_cannot_break_the_header(app, client, backups):
+    (backups / 'say "hi".txt').write_bytes(b"x")
+    disposition = get(client, mint(app, 'say "hi".txt')).headers["Content-Disposition"]
+    assert disposition == "attachment; filename=\"say _hi_.txt\"; filename*=UTF-8''say%20%22hi%22.txt"
+
+
+def test_a_client_that_stops_reading_leaves_the_link_usable(app, client):
+    token = mint(app, "big.bin")
+    response = client.get(URL + token, buffered=False)
+    next(iter(response.response))  # one block, then the client goes away
+    response.close()
+    uses, events = link_state(app)
+    assert uses == 0 and events[-1] == "aborted"
+    assert get(client, token).data == DATA * 20
+
+
+def test_a_busy_link_is_409(app, client):
+    token = mint(app, "db.sql.gz")
+    first = client.get(URL + token, buffered=False)
+    second = get(client, token)
+    assert second.status_code == 409
+    assert second.headers["Retry-After"]
+    assert b"".join(first.response) == DATA
+    first.close()
+    assert get(client, token).status_code == 401
+
+
+def test_file_gone_is_404_and_the_link_survives(app, client, backups):
+    token = mint(app, "db.sql.gz")
+    (backups / "db.sql.gz").rename(backups / "moved")
+    assert get(client, token).status_code == 404
+    (backups / "moved").rename(backups / "db.sql.gz")
+    assert get(client, token).status_code == 200
+
+
+def test_storage_gone_is_500_and_the_link_survives(app, client, backups, tmp_path):
+    token = mint(app, "db.sql.gz")
+    shutil.move(backups, tmp_path / "unmounted")
+    response = get(client, token)
+    assert response.status_code == 500
+    assert "nothing was counted" in response.get_json()["error"]
+    shutil.move(tmp_path / "unmounted", backups)
+    assert get(client, token).data == DATA
+
+
+def test_a_file_replaced_after_minting_gets_a_new_etag(app, client, backups):
+    token = mint(app, "db.sql.gz", uses=2)
+    first = client.head(URL + token).headers["ETag"]
+    (backups / "db.sql.gz").write_bytes(DATA + b"more")
+    assert client.head(URL + token).headers["ETag"] != first

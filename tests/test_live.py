@@ -1,0 +1,297 @@
+"""Real gunicorn, real curl and wget: single use, races, aborts, resume, restarts and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from core.tokens import hash_token
+from db import connect
+from db.events import list_events
+from db.links import find_link
+
+MIB = 1024 * 1024
+
+
+def make_file(folder: Path, name: str, size: int) -> bytes:
+    block = os.urandom(MIB)
+    data = (block * (size // MIB + 1))[:size]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return data
+
+
+def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def status_of(url: str, output: Path | str = "/dev/null") -> int:
+    return int(curl("-o", str(output), "-w", "%{http_code}", url).stdout)
+
+
+def token_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["token"][0]
+
+
+def link_record(server, url: str):
+    db = connect(server.app.config["DATABASE"])
+    try:
+        link = find_link(db, hash_token(token_of(url)))
+        return link, list_events(db, link.id)
+    finally:
+        db.close()
+
+
+def wait_for(condition, what: str, timeout: float = 20):
+    """Poll until `condition()` is truthy; the bound only keeps a broken build from hanging."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def outcome_events(server, url: str) -> list[str]:
+    return [e.event for e in link_record(server, url)[1] if e.event in ("completed", "aborted", "partial")]
+
+
+@pytest.fixture(scope="module")
+def big(live_server) -> bytes:
+    return make_file(live_server.backups, "big.bin", 64 * MIB)
+
+
+@pytest.fixture(scope="module")
+def small(live_server) -> bytes:
+    return make_file(live_server.backups, "small.tar.gz", 3 * MIB + 17)
+
+
+def test_curl_downloads_once_then_gets_401(live_server, small, tmp_path):
+    url = live_server.link("small.tar.gz")
+    result = curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", url)
+    assert result.stdout == "200"
+    assert (tmp_path / "out").read_bytes() == small
+    assert status_of(url) == 401
+    link, events = link_record(live_server, url)
+    assert link.uses == 1
+    completed = [e for e in events if e.event == "completed"]
+    assert completed[0].bytes == len(small) and completed[0].client_ip == "127.0.0.1"
+    assert completed[0].user_agent.startswith("curl/")
+
+
+def test_thirty_parallel_requests_give_exactly_one_200(live_server, small):
+    url = live_server.link("small.tar.gz")
+    with ThreadPoolExecutor(30) as pool:
+        codes = list(pool.map(lambda _: status_of(url), range(30)))
+    assert codes.count(200) == 1, codes
+    assert set(codes) <= {200, 401, 409}, codes
+    wait_for(lambda: outcome_events(live_server, url) == ["completed"], "the one transfer to finish")
+    assert link_record(live_server, url)[0].uses == 1
+
+
+def test_head_never_consumes(live_server, small):
+    url = live_server.link("small.tar.gz")
+    for _ in range(3):
+        head = curl("-I", url).stdout
+        assert head.startswith("HTTP/1.1 200")
+        assert f"Content-Length: {len(small)}" in head
+    assert status_of(url) == 200
+
+
+def test_a_client_that_reads_half_and_disconnects_leaves_the_link_usable(live_server, big, tmp_path):
+    url = live_server.link("big.bin")
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect((parts.hostname, parts.port))
+    sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    received = 0
+    while received < len(big) // 2:
+        chunk = sock.recv(256 * 1024)
+        assert chunk, "server closed early"
+        received += len(chunk)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()  # with linger 0: a reset, as when a client dies
+    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
+    link, events = link_record(live_server, url)
+    assert link.uses == 0
+    aborted = events[-1]
+    assert len(big) // 2 <= aborted.bytes < len(big)
+    result = curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", url)
+    assert result.stdout == "200" and (tmp_path / "out").read_bytes() == big
+
+
+def interrupted(command: list[str], target: Path, cwd: Path) -> None:
+    """Start a rate-limited download and kill it once part of the file has arrived."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: target.exists() and target.stat().st_size > 2 * MIB, "part of the file")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_wget_continue_after_a_killed_wget_finishes_and_uses_the_link(live_server, big, tmp_path):
+    url = live_server.link("big.bin")
+    target = tmp_path / "big.bin"
+    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, tmp_path)
+    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
+    partial_size = target.stat().st_size
+    assert 0 < partial_size < len(big)
+    result = subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    assert target.read_bytes() == big
+    link, events = link_record(live_server, url)
+    assert link.uses == 1
+    resumed = [e for e in events if e.event == "started"][-1]
+    assert resumed.bytes >= partial_size  # the second request started where the first stopped
+    assert status_of(url) == 401
+
+
+def test_curl_continue_resumes_too(live_server, big, tmp_path):
+    url = live_server.link("big.bin")
+    target = tmp_path / "out.bin"
+    interrupted(["curl", "-s", "--limit-rate", "8M", "-o", str(target), url], target, tmp_path)
+    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
+    result = curl("-C", "-", "-o", str(target), "-w", "%{http_code}", url)
+    assert result.stdout == "206"
+    assert target.read_bytes() == big
+    assert status_of(url) == 401
+
+
+def test_expired_link_is_401(live_server, small):
+    url = live_server.link("small.tar.gz")
+    db = connect(live_server.app.config["DATABASE"])
+    db.execute(
+        "UPDATE links SET expires_at = ? WHERE token_hash = ?", [time.time() - 1, hash_token(token_of(url))]
+    )
+    db.close()
+    assert status_of(url) == 401
+    assert link_record(live_server, url)[1][-1].reason == "expired"
+
+
+def test_non_ascii_filename_round_trips_with_curl_remote_header_name(live_server, tmp_path):
+    name = "Sauvegarde été «ß» 日本.tar"
+    data = make_file(live_server.backups, name, 1000)
+    result = curl("-OJ", "-w", "%{http_code}", live_server.link(name), cwd=tmp_path)
+    assert result.stdout == "200", result.stderr
+    assert (tmp_path / name).read_bytes() == data
+
+
+def test_a_worker_that_dies_mid_transfer_does_not_strand_the_link(live_server, big, tmp_path):
+    url = live_server.link("big.bin")
+    target = tmp_path / "out"
+    process = subprocess.Popen(["curl", "-s", "--limit-rate", "4M", "-o", str(target), url])
+    try:
+        wait_for(lambda: target.exists() and target.stat().st_size > MIB, "the transfer to start")
+        for pid in live_server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert target.stat().st_size < len(big)
+    link, events = link_record(live_server, url)
+    # The worker died inside the transfer: nothing was recorded, nothing counted, and its
+    # lease (2 s in tests) lapses because nobody renews it; gunicorn restarts the workers.
+    assert link.uses == 0 and [e.event for e in events] == ["created", "started"]
+    wait_for(lambda: status_of(url, target) == 200, "the lease to lapse")
+    assert target.read_bytes() == big
+
+
+def test_a_file_truncated_mid_stream_aborts_and_keeps_the_link(live_server, tmp_path):
+    data = make_file(live_server.backups, "shrinking.bin", 32 * MIB)
+    url = live_server.link("shrinking.bin")
+    target = tmp_path / "out"
+    process = subprocess.Popen(["curl", "-s", "--limit-rate", "4M", "-o", str(target), url])
+    try:
+        wait_for(lambda: target.exists() and target.stat().st_size > MIB, "the transfer to start")
+        os.truncate(live_server.backups / "shrinking.bin", 2 * MIB)
+        wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the short transfer to be recorded")
+    finally:
+        process.kill()
+        process.wait()
+    assert link_record(live_server, url)[0].uses == 0
+    (live_server.backups / "shrinking.bin").write_bytes(data)
+    assert status_of(url, target) == 200
+    assert target.read_bytes() == data
+
+
+def test_logs_never_show_a_token(live_server, small):
+    url = live_server.link("small.tar.gz")
+    assert status_of(url) == 200
+    assert status_of(url) == 401
+    assert status_of(live_server.url + "/api/storage/public-download?token=made-up-token-value") == 401
+    time.sleep(0.2)  # gunicorn writes the access log line after the response
+    logs = live_server.access_log.read_text() + live_server.error_log.read_text()
+    assert "public-download?token=[redacted]" in logs
+    assert token_of(url) not in logs and "made-up-token-value" not in logs
+
+
+def test_restart_keeps_unexpired_links(start_server, tmp_path):
+    server = start_server()
+    data = make_file(server.backups, "db.dump", 100_000)
+    url = server.link("db.dump")
+    server.stop()
+    restarted = start_server()
+    moved = url.replace(server.url, restarted.url)
+    assert curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", moved).stdout == "200"
+    assert (tmp_path / "out").read_bytes() == data
+    assert status_of(moved) == 401
+
+
+def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
+    env = live_server.env()
+    flask = [sys.executable, "-m", "flask", "--app", "app"]
+    root = Path(__file__).resolve().parent.parent
+    cli_url = subprocess.run(
+        [*flask, "links", "create", "local", "small.tar.gz"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert cli_url.startswith(live_server.url + "/api/storage/public-download?token=")
+    assert status_of(cli_url) == 200
+    subprocess.run(
+        [*flask, "users", "create", "robot", "--role", "operator", "--password-stdin"],
+        input="long enough password\n",
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    key = subprocess.run(
+        [*flask, "apikeys", "create", "--user", "robot"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    answer = curl(
+        "-X",
+        "POST",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"file": "small.tar.gz", "uses": 2}',
+        f"{live_server.url}/api/storage/local/download-url",
+    )
+    minted = json.loads(answer.stdout)
+    assert minted["success"] is True and minted["uses"] == 2
+    assert [status_of(minted["url"]) for _ in range(3)] == [200, 200, 401]
