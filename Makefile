@@ -25,7 +25,7 @@ serve: $(BIN)/.installed
 
 # Debian packages the tests drive for real; installed only when missing.
 system-test-tools:
-	@missing=""; for tool in curl wget; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in curl wget strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: $(BIN)/.installed-dev system-test-tools

@@ -14,7 +14,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("ONCELINK_THREADS", "16"))
 timeout = 60
 graceful_timeout = 30
-sendfile = True
+# sendfile is on unless disabled: gunicorn reads *any* value of its `sendfile` setting,
+# even True, as --no-sendfile, so it is deliberately not set here.
 accesslog = os.environ.get("ONCELINK_ACCESS_LOG", "-")
 errorlog = os.environ.get("ONCELINK_ERROR_LOG", "-")
 control_socket_disable = True  # one less thing listening; Oncelink needs no runtime control

@@ -124,6 +124,7 @@ class LiveServer:
     backups: Path
     lease_seconds: float = 2
     port: int = field(default_factory=free_port)
+    wrapper: tuple[str, ...] = ()  # a command to run gunicorn under, such as strace
     process: subprocess.Popen | None = None
     app: object = None
 
@@ -157,7 +158,7 @@ class LiveServer:
             self.app = make_app(
                 self.data_dir, self.backups, LEASE_SECONDS=self.lease_seconds, PUBLIC_URL=self.url
             )
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -169,9 +170,18 @@ class LiveServer:
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start listening")
 
+    def children(self, pid: int) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        return [int(child) for child in out.stdout.split()]
+
+    @property
+    def master_pid(self) -> int:
+        """gunicorn's arbiter: our child, or the wrapper's."""
+        return self.children(self.process.pid)[0] if self.wrapper else self.process.pid
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.kill(self.master_pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -179,8 +189,7 @@ class LiveServer:
                 self.process.wait()
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
+        return self.children(self.master_pid)
 
     def link(self, path: str, **options) -> str:
         return f"{self.url}/api/storage/public-download?token={mint(self.app, path, **options)}"
