@@ -32,6 +32,8 @@ DEFAULTS = {
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
     "PROXY_HOPS": 0,
+    # Wrong or dead tokens one address may try; right ones are never limited.
+    "PUBLIC_FAILURE_LIMIT": "60 per minute",
     "ADMIN_PASSWORD": None,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "RATELIMIT_STORAGE_URI": "memory://",
@@ -63,6 +65,8 @@ def configure(app: Flask, config: dict | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app.config["DATA_DIR"] = str(data_dir)
     app.config.setdefault("DATABASE", str(data_dir / "oncelink.sqlite3"))
+    if str(app.config.get("PUBLIC_URL") or "").startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(data_dir)
 

@@ -12,6 +12,7 @@ from werkzeug.wsgi import FileWrapper
 from blueprints.guards import api_error
 from core.downloads import Client, Download, inspect_download, start_download
 from db import get_db
+from extensions import limiter
 
 bp = Blueprint("public", __name__)
 
@@ -53,12 +54,23 @@ def file_response(download: Download) -> Response:
     headers["ETag"] = download.etag
     headers["Last-Modified"] = http_date(download.mtime)
     headers["Content-Disposition"] = content_disposition(download.filename)
-    headers["Cache-Control"] = "no-store"
-    headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
+@bp.after_request
+def keep_links_private(response: Response) -> Response:
+    """No cache keeps a copy, and no page reached from here learns the link, errors included."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def failed_attempt(response: Response) -> bool:
+    return response.status_code in (400, 401)
+
+
 @bp.route("/api/storage/public-download", methods=["GET"])
+@limiter.limit(lambda: current_app.config["PUBLIC_FAILURE_LIMIT"], deduct_when=failed_attempt)
 def download() -> Response:
     token = request.args.get("token", "")
     if not token:

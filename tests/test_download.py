@@ -9,7 +9,7 @@ import pytest
 from db import connect
 from db.events import list_events
 from db.links import list_links
-from tests.conftest import mint
+from tests.conftest import make_app, mint
 
 DATA = bytes(range(256)) * 400  # 102400 bytes
 URL = "/api/storage/public-download?token="
@@ -186,3 +186,17 @@ def test_a_file_replaced_after_minting_gets_a_new_etag(app, client, backups):
     first = client.head(URL + token).headers["ETag"]
     (backups / "db.sql.gz").write_bytes(DATA + b"more")
     assert client.head(URL + token).headers["ETag"] != first
+
+
+def test_refusals_carry_the_privacy_headers(client):
+    response = get(client, "unknown-token")
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_failed_attempts_are_rate_limited_and_good_downloads_do_not_count(tmp_path, backups):
+    app = make_app(tmp_path / "rl", backups, RATELIMIT_ENABLED=True, PUBLIC_FAILURE_LIMIT="3 per minute")
+    client = app.test_client()
+    good = [mint(app, "db.sql.gz") for _ in range(5)]
+    assert [get(client, token).status_code for token in good] == [200] * 5
+    assert [get(client, f"guess-{n}").status_code for n in range(4)] == [401, 401, 401, 429]
