@@ -11,9 +11,14 @@ from flask_login import current_user
 
 from core.accounts import User, user_for_api_key
 from db import get_db
+from db.events import Client
 from extensions import csrf
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_client() -> Client:
+    return Client(request.remote_addr, request.user_agent.string or None)
 
 
 def api_error(status: int, message: str) -> tuple[Response, int]:

@@ -10,7 +10,8 @@ import click
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask.cli import AppGroup
 
-from blueprints.guards import api_permission
+from blueprints.guards import api_permission, request_client
+from core.accounts import User
 from core.links import (
     LinkLimits,
     LinkRequest,
@@ -23,7 +24,7 @@ from core.links import (
     visible_link,
 )
 from db import get_db
-from db.events import list_events
+from db.events import Client, list_events
 from db.links import Link, list_links
 from extensions import csrf
 
@@ -90,10 +91,12 @@ def minted_json(minted: MintedLink) -> dict:
     }
 
 
-def mint(storage_id: str, link_request: LinkRequest, creator) -> MintedLink:
+def mint(
+    storage_id: str, link_request: LinkRequest, creator: User | None, client: Client = Client()
+) -> MintedLink:
     """Create the link, and drop links long dead while we are at it."""
     db, now = get_db(), time.time()
-    minted = create_link(db, storage_id, link_request, creator, now)
+    minted = create_link(db, storage_id, link_request, creator, now, client)
     purge_dead_links(db, float(current_app.config["LINK_RETENTION"]), now)
     return minted
 
@@ -102,7 +105,7 @@ def mint(storage_id: str, link_request: LinkRequest, creator) -> MintedLink:
 @api_permission("storage:download")
 def create_download_url(storage_id: str):
     link_request = parse_link_request(request.get_json(silent=True), link_limits())
-    return jsonify(minted_json(mint(storage_id, link_request, g.user)))
+    return jsonify(minted_json(mint(storage_id, link_request, g.user, request_client())))
 
 
 @bp.get("/api/links")
@@ -126,7 +129,7 @@ def link_events(link_id: int):
 @bp.delete("/api/links/<int:link_id>")
 @api_permission("storage:download")
 def revoke(link_id: int):
-    link = revoke_link(get_db(), link_id, g.user, time.time())
+    link = revoke_link(get_db(), link_id, g.user, time.time(), request_client())
     return jsonify(success=True, link=link_json(link, time.time()))
 
 

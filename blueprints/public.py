@@ -9,8 +9,8 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import http_date
 from werkzeug.wsgi import FileWrapper
 
-from blueprints.guards import api_error
-from core.downloads import Client, Download, inspect_download, start_download
+from blueprints.guards import api_error, request_client
+from core.downloads import Download, DownloadRequest, inspect_download, start_download
 from db import get_db
 from extensions import limiter
 
@@ -75,9 +75,13 @@ def download() -> Response:
     token = request.args.get("token", "")
     if not token:
         return api_error(400, "The link has no token.")
-    client = Client(request.remote_addr, request.user_agent.string or None)
-    request_args = (get_db(), token, request.headers.get("Range"), request.headers.get("If-Range"), client)
+    asked = DownloadRequest(
+        token,
+        request.headers.get("Range"),
+        request.headers.get("If-Range"),
+        request_client(),
+    )
     if request.method == "HEAD":
-        return file_response(inspect_download(*request_args, now=time.time()))
+        return file_response(inspect_download(get_db(), asked, time.time()))
     keeper = current_app.extensions["oncelink_leases"]
-    return file_response(start_download(*request_args, keeper=keeper, now=time.time()))
+    return file_response(start_download(get_db(), asked, keeper, time.time()))

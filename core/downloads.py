@@ -24,7 +24,7 @@ from werkzeug.http import parse_range_header
 import db as database
 from core import tokens
 from core.leases import LeaseKeeper
-from db.events import Event, record_event
+from db.events import Client, record_link_event
 from db.links import Link
 from storage import load_storage
 from storage.base import Entry, Storage
@@ -39,9 +39,13 @@ class RangeNotSatisfiable(Exception):
 
 
 @dataclass(frozen=True)
-class Client:
-    ip: str | None
-    user_agent: str | None
+class DownloadRequest:
+    """What the public download needs from an HTTP request."""
+
+    token: str
+    range_header: str | None = None
+    if_range: str | None = None
+    client: Client = Client()
 
 
 @dataclass(frozen=True)
@@ -128,99 +132,52 @@ class TrackedFile:
         self._on_close(self._reached - self._start, not failed and self._reached >= self._stop)
 
 
-def _reject(db: Database, link: Link | None, reason: str, client: Client, now: float) -> None:
-    record_event(
-        db,
-        Event(
-            "rejected",
-            now,
-            link.id if link else None,
-            link.storage_id if link else None,
-            link.path if link else None,
-            reason=reason,
-            client_ip=client.ip,
-            user_agent=client.user_agent,
-        ),
-    )
-
-
-def _describe(
-    db: Database, token: str, range_header: str | None, if_range: str | None, client: Client, now: float
-) -> tuple[Download, Storage]:
+def _describe(db: Database, request: DownloadRequest, now: float) -> tuple[Download, Storage]:
     try:
-        link = tokens.usable_link(db, token, now)
+        link = tokens.usable_link(db, request.token, now)
     except tokens.TokenUnavailable as exc:
-        _reject(db, exc.link, exc.reason, client, now)
+        record_link_event(db, "rejected", exc.link, now, request.client, reason=exc.reason)
         raise
     storage = load_storage(db, link.storage_id)
     entry = storage.stat(link.path)
     etag = etag_for(link.storage_id, entry)
-    start, stop = choose_range(entry.size, range_header, if_range, etag)
+    start, stop = choose_range(entry.size, request.range_header, request.if_range, etag)
     return Download(link, entry.name, entry.size, start, stop, etag, entry.mtime), storage
 
 
-def inspect_download(
-    db: Database, token: str, range_header: str | None, if_range: str | None, client: Client, now: float
-) -> Download:
+def inspect_download(db: Database, request: DownloadRequest, now: float) -> Download:
     """What a GET would send, without claiming the link (HEAD)."""
-    download, _ = _describe(db, token, range_header, if_range, client, now)
-    link = download.link
-    record_event(
-        db,
-        Event(
-            "head",
-            now,
-            link.id,
-            link.storage_id,
-            link.path,
-            client_ip=client.ip,
-            user_agent=client.user_agent,
-        ),
-    )
+    download, _ = _describe(db, request, now)
+    record_link_event(db, "head", download.link, now, request.client)
     return download
 
 
-def start_download(
-    db: Database,
-    token: str,
-    range_header: str | None,
-    if_range: str | None,
-    client: Client,
-    keeper: LeaseKeeper,
-    now: float,
-) -> Download:
-    """Claim the link and open its file; the use is counted when the body closes complete."""
-    download, storage = _describe(db, token, range_header, if_range, client, now)
+def _claim(
+    db: Database, request: DownloadRequest, link: Link, lease_seconds: float, now: float
+) -> tokens.Claim:
     try:
-        claim = tokens.claim_link(db, token, keeper.lease_seconds, now)
+        return tokens.claim_link(db, request.token, lease_seconds, now)
     except tokens.TokenUnavailable as exc:
-        _reject(db, download.link, exc.reason, client, now)
+        record_link_event(db, "rejected", link, now, request.client, reason=exc.reason)
         raise
     except tokens.TokenBusy:
-        _reject(db, download.link, "busy", client, now)
+        record_link_event(db, "rejected", link, now, request.client, reason="busy")
         raise
+
+
+def start_download(db: Database, request: DownloadRequest, keeper: LeaseKeeper, now: float) -> Download:
+    """Claim the link and open its file; the use is counted when the body closes complete."""
+    download, storage = _describe(db, request, now)
+    claim = _claim(db, request, download.link, keeper.lease_seconds, now)
     try:
         raw = storage.open(download.link.path)
     except BaseException:
         tokens.release_transfer(db, claim)
         raise
-    finish = _Finisher(keeper.database_path, claim, download, client)
+    finish = _Finisher(keeper.database_path, claim, download, request.client)
     body = TrackedFile(raw, download.start, download.stop, claim.lease_id, finish)
     keeper.hold(body)
-    link = download.link
-    record_event(
-        db,
-        Event(
-            "started",
-            now,
-            link.id,
-            link.storage_id,
-            link.path,
-            bytes=download.start,
-            client_ip=client.ip,
-            user_agent=client.user_agent,
-        ),
-    )
+    record_link_event(db, "started", download.link, now, request.client, bytes=download.start)
     return dataclasses.replace(download, body=body)
 
 
@@ -236,20 +193,9 @@ class _Finisher:
     def __call__(self, sent: int, complete: bool) -> None:
         """`complete`: the whole requested range went out."""
         now = time.time()
-        link = self.claim.link
         # Only a transfer that delivered its range up to the end of the file is a use.
         reached_end = complete and self.download.stop == self.download.size
         outcome = "completed" if reached_end else "partial" if complete else "aborted"
-        event = Event(
-            outcome,
-            now,
-            link.id,
-            link.storage_id,
-            link.path,
-            bytes=sent,
-            client_ip=self.client.ip,
-            user_agent=self.client.user_agent,
-        )
         try:
             db = database.connect(self.database_path)
             try:
@@ -257,9 +203,9 @@ class _Finisher:
                     tokens.complete_transfer(db, self.claim, now)
                 else:
                     tokens.release_transfer(db, self.claim)
-                record_event(db, event)
+                record_link_event(db, outcome, self.claim.link, now, self.client, bytes=sent)
             finally:
                 db.close()
         except Exception:
             # The lease lapses on its own once the keeper stops renewing it.
-            log.exception("Could not record the end of a transfer of link %s", link.id)
+            log.exception("Could not record the end of a transfer of link %s", self.claim.link.id)

@@ -9,7 +9,7 @@ from sqlite_utils import Database
 from core.accounts import User
 from core.tokens import hash_token, new_token
 from db import links as queries
-from db.events import Event, record_event
+from db.events import Client, record_link_event
 from db.links import Link
 from storage import load_storage
 
@@ -66,7 +66,12 @@ def parse_link_request(data: object, limits: LinkLimits) -> LinkRequest:
 
 
 def create_link(
-    db: Database, storage_id: str, request: LinkRequest, creator: User | None, now: float
+    db: Database,
+    storage_id: str,
+    request: LinkRequest,
+    creator: User | None,
+    now: float,
+    client: Client = Client(),
 ) -> MintedLink:
     """Mint a link to a file that exists now; the token is returned here and never stored."""
     entry = load_storage(db, storage_id).stat(request.file)
@@ -82,9 +87,7 @@ def create_link(
         expires_at=now + request.ttl,
         max_uses=request.uses,
     )
-    record_event(
-        db, Event("created", now, link.id, storage_id, entry.path, reason=creator.name if creator else "cli")
-    )
+    record_link_event(db, "created", link, now, client, reason=creator.name if creator else "cli")
     return MintedLink(token, link)
 
 
@@ -96,10 +99,10 @@ def visible_link(db: Database, link_id: int, user: User | None) -> Link:
     return link
 
 
-def revoke_link(db: Database, link_id: int, by: User | None, now: float) -> Link:
+def revoke_link(db: Database, link_id: int, by: User | None, now: float, client: Client = Client()) -> Link:
     link = visible_link(db, link_id, by)
     if queries.revoke_link(db, link_id, now):
-        record_event(db, Event("revoked", now, link.id, link.storage_id, link.path))
+        record_link_event(db, "revoked", link, now, client, reason=by.name if by else "cli")
     return queries.get_link(db, link_id)
 
 

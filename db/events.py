@@ -6,6 +6,16 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from db.links import Link
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who made a request, as far as the server can tell."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
 
 @dataclass(frozen=True)
 class Event:
@@ -22,6 +32,14 @@ class Event:
 
 def record_event(db: Database, event: Event) -> None:
     db["link_events"].insert(event.__dict__)
+
+
+def record_link_event(
+    db: Database, kind: str, link: Link | None, now: float, client: Client = Client(), **details
+) -> None:
+    """Record `kind` for a link (None: a token that matched no link), with who asked."""
+    where = (link.id, link.storage_id, link.path) if link else (None, None, None)
+    record_event(db, Event(kind, now, *where, client_ip=client.ip, user_agent=client.user_agent, **details))
 
 
 def list_events(db: Database, link_id: int | None = None, limit: int = 500) -> list[Event]:
