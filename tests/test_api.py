@@ -11,6 +11,7 @@ from core.accounts import create_api_key
 from db import connect
 from db.links import list_links
 from tests.conftest import Auth, make_app
+from tests.test_storage_local import HOSTILE_PATHS
 
 URL = "/api/storage/local/download-url"
 
@@ -201,3 +202,25 @@ def test_operators_see_only_their_own_links(app, client, auth):
     assert client.get("/api/links").get_json()["links"] == []
     assert client.delete(f"/api/links/{link_id}", headers=auth.headers()).status_code == 404
     assert client.get(f"/api/links/{link_id}/events").status_code == 404
+
+
+@pytest.fixture
+def escape_links(backups, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("do not serve")
+    (backups / "escape-file-link").symlink_to(outside / "secret.txt")
+    (backups / "escape-dir-link").symlink_to(outside)
+    (backups / "folder" / "escape-link").symlink_to("../../outside/secret.txt")
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_hostile_paths_are_refused_by_the_api(app, client, auth, escape_links, path):
+    auth.create("ops", "operator")
+    headers = {"Authorization": f"Bearer {api_key(app, 'ops')}"}
+    response = client.post(URL, json={"file": path}, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json()["success"] is False
+    db = connect(app.config["DATABASE"])
+    assert list_links(db) == []
+    db.close()
