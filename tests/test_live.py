@@ -251,36 +251,22 @@ def test_restart_keeps_unexpired_links(start_server, tmp_path):
 
 
 def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
-    env = live_server.env()
-    flask = [sys.executable, "-m", "flask", "--app", "app"]
-    root = Path(__file__).resolve().parent.parent
-    cli_url = subprocess.run(
-        [*flask, "links", "create", "local", "small.tar.gz"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    def flask(*args: str, stdin: str | None = None) -> str:
+        """The project's CLI, as an operator runs it beside the server."""
+        command = [sys.executable, "-m", "flask", "--app", "app", *args]
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(
+            command, input=stdin, cwd=root, env=live_server.env(), capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    cli_url = flask("links", "create", "local", "small.tar.gz")
     assert cli_url.startswith(live_server.url + "/api/storage/public-download?token=")
     assert status_of(cli_url) == 200
-    subprocess.run(
-        [*flask, "users", "create", "robot", "--role", "operator", "--password-stdin"],
-        input="long enough password\n",
-        cwd=root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+    flask(
+        "users", "create", "robot", "--role", "operator", "--password-stdin", stdin="long enough password\n"
     )
-    key = subprocess.run(
-        [*flask, "apikeys", "create", "--user", "robot"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    key = flask("apikeys", "create", "--user", "robot")
     answer = curl(
         "-X",
         "POST",
