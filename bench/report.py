@@ -1,0 +1,114 @@
+"""Results as markdown: the sections the measurements return, the machine, and the whole document."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from harness import BenchError, require
+
+
+@dataclass(frozen=True)
+class Section:
+    """What one measurement found: a table, what it means, and whether the goal was met."""
+
+    title: str
+    about: str
+    columns: list[str]
+    rows: list[list[str]]
+    verdict: str
+    notes: str = ""
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A pipe table whose columns line up, so it reads as well in a terminal as rendered."""
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(columns), rule, *(line(row) for row in rows)])
+
+
+def render_section(section: Section) -> str:
+    parts = [f"## {section.title}", section.about, markdown_table(section.columns, section.rows)]
+    if section.notes:
+        parts.append(section.notes)
+    parts.append(f"**Result:** {section.verdict}")
+    return "\n\n".join(parts)
+
+
+def command_version(command: list[str], pattern: str) -> str:
+    """The version a tool reports about itself (nginx prints it on stderr)."""
+    try:
+        result = subprocess.run(
+            [require(command[0]), *command[1:]], capture_output=True, text=True, timeout=10
+        )
+    except (BenchError, OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    found = re.search(pattern, result.stdout + result.stderr)
+    return found.group(1) if found else "unknown"
+
+
+def memory_total() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    return "unknown"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def machine_facts() -> list[tuple[str, str]]:
+    """What the figures depend on besides the code."""
+    return [
+        ("CPUs (nproc)", f"{len(os.sched_getaffinity(0))} x {cpu_model()}"),
+        ("Memory", memory_total()),
+        ("Kernel", f"Linux {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("gunicorn", version("gunicorn")),
+        ("nginx", command_version(["nginx", "-v"], r"nginx/(\S+)")),
+        ("curl", command_version(["curl", "--version"], r"curl (\S+)")),
+        ("Load average at the end (1, 5, 15 min)", ", ".join(f"{load:.2f}" for load in os.getloadavg())),
+    ]
+
+
+INTRO = """\
+# Benchmarks
+
+`make bench` (that is, `bench/run.py`) measures Oncelink on this machine, on loopback only
+(127.0.0.1), and rewrites this file on every run. It serves a 100 MiB and a 1 GiB file of
+random bytes, freshly written and so read from the page cache, never from disk: the figures
+are the cost of the servers, not of storage or network. Oncelink runs exactly as
+`make serve` starts it (gunicorn with `gunicorn.conf.py`: gthread workers, sendfile); the
+reference is Debian's nginx serving the same folder with `sendfile on; tcp_nopush on;`. Each
+download is one `curl` to `/dev/null`; through Oncelink, via a freshly minted single-use link.
+
+The goal, from the issue: Oncelink serves at least 0.9x as fast as nginx, and a worker's
+memory stays flat whatever the size of the file it sends.
+
+The client and both servers share the machine's CPUs, as may other work on it (the load
+average below tells): the spread between runs can be wide, so compare the medians and the
+ranges rather than single figures."""
+
+
+def render_document(sections: list[Section], facts: list[tuple[str, str]], when: str, seconds: float) -> str:
+    machine = "\n".join(f"- {name}: {value}" for name, value in facts)
+    body = "\n\n".join(render_section(section) for section in sections)
+    footer = (
+        f"Produced by `make bench` on {when}; the run took {seconds:.0f} s. The target installs "
+        "nginx when it is missing, then runs `.venv/bin/python bench/run.py`; the servers' logs "
+        "and nginx.conf stay in `bench/work/` (gitignored) until the next run."
+    )
+    return f"{INTRO}\n\n## Machine\n\n{machine}\n\n{body}\n\n## How to reproduce\n\n{footer}\n"

@@ -1,0 +1,80 @@
+"""`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
+
+Each measurement is a function from the running `Bench` to a report `Section`; a new
+benchmark (decrypted downloads, S3) is one more function in MEASUREMENTS.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from harness import REPO, BenchError, MiB, Workspace, free_port
+from raw_downloads import measure_throughput, measure_workers
+from report import Section, machine_facts, render_document, render_section
+from servers import Bench, Nginx, Oncelink
+
+WORK = REPO / "bench" / "work"
+DOC = REPO / "docs" / "benchmarks.md"
+FILES = {"100 MiB": ("100MiB.bin", 100 * MiB), "1 GiB": ("1GiB.bin", 1024 * MiB)}
+TIME_LIMIT_SECONDS = 600
+
+MEASUREMENTS: list[Callable[[Bench], Section]] = [measure_throughput, measure_workers]
+
+
+class Interrupted(Exception):
+    """SIGTERM or the time limit: unwinds through the `finally` blocks that stop the servers."""
+
+
+def stop_on_signals() -> None:
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(TIME_LIMIT_SECONDS)
+
+
+@contextmanager
+def running_bench(workspace: Workspace) -> Iterator[Bench]:
+    """The files, a bootstrapped Oncelink and both servers, up for the duration of the block."""
+    files = {label: workspace.add_file(name, size) for label, (name, size) in FILES.items()}
+    oncelink = Oncelink(workspace, free_port())
+    oncelink.bootstrap()
+    nginx = Nginx(workspace, free_port())
+    with oncelink.serving() as gunicorn, nginx.serving():
+        yield Bench(oncelink, nginx, gunicorn.pid, files)
+
+
+def measure_all() -> tuple[list[Section], float]:
+    """Run every measurement; the large files are deleted afterwards, the logs are kept."""
+    started = time.monotonic()
+    workspace = Workspace.fresh(WORK)
+    try:
+        with running_bench(workspace) as bench:
+            sections = [measure(bench) for measure in MEASUREMENTS]
+    finally:
+        workspace.remove_backups()
+    return sections, time.monotonic() - started
+
+
+def main() -> int:
+    stop_on_signals()
+    try:
+        sections, seconds = measure_all()
+    except (BenchError, Interrupted) as exc:
+        print(f"bench failed: {exc}\n(logs in {WORK / 'logs'})", file=sys.stderr)
+        return 1
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    DOC.write_text(render_document(sections, machine_facts(), when, seconds))
+    print("\n\n".join(render_section(section) for section in sections))
+    print(f"\nWritten to {DOC}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

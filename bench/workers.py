@@ -1,0 +1,141 @@
+"""What gunicorn's workers do while a download runs: resident memory and read calls, from /proc.
+
+Two readings of the peak memory, so that neither a short spike between samples nor a
+sampling artefact goes unseen: VmRSS sampled every few milliseconds, and VmHWM (the
+kernel's own high-water mark) after it was reset just before the transfer. The count of
+read calls (syscr in /proc/<pid>/io) tells whether the file went out by sendfile, which
+is one call for the whole file, or was read block by block.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLE_SECONDS = 0.005
+KiB = 1024
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent`: a gunicorn master's workers."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces; the fields after it do not.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def proc_field(pid: int, file: str, name: str) -> int:
+    """A number from /proc/<pid>/status (VmRSS, in KiB) or /proc/<pid>/io; 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak(pid: int) -> bool:
+    """Set VmHWM back to the current RSS (Linux 4.0+); False where we may not."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether the process has the file open: tells which worker serves a download."""
+    target = str(path)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@dataclass
+class WorkerUsage:
+    """One worker across one transfer; memory in KiB."""
+
+    pid: int
+    rss_before: int
+    reads_before: int
+    sampled_peak: int = 0
+    kernel_peak: int | None = None
+    reads_after: int = 0
+    served: bool = False
+
+    @property
+    def peak(self) -> int:
+        return max(self.rss_before, self.sampled_peak, self.kernel_peak or 0)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.rss_before
+
+    @property
+    def read_calls(self) -> int:
+        return self.reads_after - self.reads_before
+
+
+def usage_now(pid: int) -> WorkerUsage:
+    return WorkerUsage(pid, proc_field(pid, "status", "VmRSS"), proc_field(pid, "io", "syscr"))
+
+
+@dataclass
+class Sampler:
+    """Follows the workers' RSS in a thread until stopped."""
+
+    workers: dict[int, WorkerUsage]
+    served_file: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample_once(self) -> None:
+        for worker in self.workers.values():
+            worker.sampled_peak = max(worker.sampled_peak, proc_field(worker.pid, "status", "VmRSS"))
+            worker.served = worker.served or has_open(worker.pid, self.served_file)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample_once()
+            self.stop.wait(SAMPLE_SECONDS)
+
+
+def finish(worker: WorkerUsage, peak_was_reset: bool) -> None:
+    worker.reads_after = proc_field(worker.pid, "io", "syscr")
+    if peak_was_reset:
+        worker.kernel_peak = proc_field(worker.pid, "status", "VmHWM")
+
+
+@contextmanager
+def watch_workers(master: int, served_file: Path) -> Iterator[dict[int, WorkerUsage]]:
+    """Each worker of `master` from entering the block (before) to leaving it (peak, read calls)."""
+    workers = {pid: usage_now(pid) for pid in child_pids(master)}
+    peaks_reset = all([reset_peak(pid) for pid in workers])
+    sampler = Sampler(workers, served_file)
+    thread = threading.Thread(target=sampler.run, name="rss-sampler", daemon=True)
+    thread.start()
+    try:
+        yield workers
+    finally:
+        sampler.stop.set()
+        thread.join()
+    for worker in workers.values():
+        finish(worker, peaks_reset)
