@@ -13,13 +13,14 @@ from flask.cli import with_appcontext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, links, public, storages
+from blueprints import accounts, keys, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.leases import LeaseKeeper
 from core.redaction import RedactingFilter
 from db.storages import get_storage
 from db.users import count_users
+from encryption.keys import Keyring, load_master_key
 from extensions import csrf, limiter, login_manager
 
 DEFAULTS = {
@@ -93,6 +94,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_leases"] = LeaseKeeper(
         app.config["DATABASE"], float(app.config["LEASE_SECONDS"])
     )
+    master_key = load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY"))
+    app.extensions["oncelink_keyring"] = Keyring(master_key)
 
     for blueprint in (accounts.bp, links.bp, public.bp, storages.bp):
         app.register_blueprint(blueprint)
@@ -102,9 +105,11 @@ def create_app(config: dict | None = None) -> Flask:
         links.links_cli,
         links.tokens_cli,
         storages.storages_cli,
+        keys.keys_cli,
     ):
         app.cli.add_command(group)
-    app.cli.add_command(bootstrap_command)
+    for command in (bootstrap_command, keys.encrypt_command, keys.decrypt_command):
+        app.cli.add_command(command)
     register_error_handlers(app)
     app.after_request(add_security_headers)
     return app

@@ -67,3 +67,17 @@ def m001_initial(db: Database) -> None:
         CREATE INDEX link_events_link_id ON link_events(link_id);
         """
     )
+
+
+@migrations()
+def m002_encryption_profiles(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE encryption_profiles (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            wrapped_key BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """
+    )

@@ -1,0 +1,123 @@
+"""Encryption profiles and file encryption from the command line: `keys`, `encrypt`, `decrypt`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import BinaryIO
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, with_appcontext
+
+from db import get_db
+from encryption.format import (
+    FormatError,
+    IntegrityError,
+    NotEncrypted,
+    decrypt_stream,
+    encrypt_stream,
+    read_header,
+)
+from encryption.keys import Keyring, ProfileError, ProfileMissing, list_profiles, parse_kit, recovery_kit
+
+keys_cli = AppGroup("keys", help="Manage encryption profiles.")
+
+
+def keyring() -> Keyring:
+    return current_app.extensions["oncelink_keyring"]
+
+
+@keys_cli.command("create")
+@click.argument("name")
+def create_command(name: str) -> None:
+    """Create a profile with a new random 256-bit key."""
+    try:
+        profile = keyring().create(get_db(), name, time.time())
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Profile {profile.name!r} created (key id {profile.id}). "
+        "Export its recovery kit and keep it offline."
+    )
+
+
+@keys_cli.command("list")
+def list_command() -> None:
+    for profile in list_profiles(get_db()):
+        click.echo(f"{profile.name}\t{profile.id}")
+
+
+@keys_cli.command("export")
+@click.argument("name")
+def export_command(name: str) -> None:
+    """Print the profile's recovery kit: its key and how to decrypt without the server."""
+    try:
+        profile, key = keyring().by_name(get_db(), name)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(recovery_kit(profile, key), nl=False)
+
+
+@keys_cli.command("import")
+@click.argument("name")
+def import_command(name: str) -> None:
+    """Add a profile from a recovery kit read on standard input."""
+    try:
+        key_id, key = parse_kit(sys.stdin.read())
+        profile = keyring().create(get_db(), name, time.time(), key=key, key_id=key_id)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Profile {profile.name!r} imported (key id {profile.id}).")
+
+
+@contextmanager
+def output_file(path: str):
+    """stdout for '-'; otherwise a temp file beside the target, renamed into place only on success."""
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=".oncelink-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+@click.command("encrypt")
+@click.option("--profile", "profile_name", required=True, help="The profile whose key encrypts.")
+@click.argument("source", type=click.File("rb"))
+@click.argument("target")
+@with_appcontext
+def encrypt_command(profile_name: str, source: BinaryIO, target: str) -> None:
+    """Encrypt SOURCE into TARGET ('-' for stdin / stdout), streaming."""
+    try:
+        profile, key = keyring().by_name(get_db(), profile_name)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with output_file(target) as out:
+        encrypt_stream(source, out, key, bytes.fromhex(profile.id))
+
+
+@click.command("decrypt")
+@click.argument("source", type=click.File("rb"))
+@click.argument("target")
+@with_appcontext
+def decrypt_command(source: BinaryIO, target: str) -> None:
+    """Decrypt SOURCE into TARGET ('-' for stdin / stdout); the profile is read from the file."""
+    try:
+        header = read_header(source)
+        key = keyring().key_for(get_db(), header.key_id)
+        with output_file(target) as out:
+            for chunk in decrypt_stream(source, key, header):
+                out.write(chunk)
+    except (NotEncrypted, FormatError, IntegrityError, ProfileMissing, ProfileError) as exc:
+        raise click.ClickException(f"Cannot decrypt: {exc}") from exc

@@ -1,0 +1,41 @@
+"""Queries on encryption profiles; each key is stored wrapped by the master key, never in clear."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    id: str  # the 16-byte key id, in hex, as written in every file's header
+    name: str
+    wrapped_key: bytes
+    created_at: float
+
+
+def _query(db: Database, where: str = "1", params: list | None = None) -> list[ProfileRecord]:
+    sql = f"SELECT id, name, wrapped_key, created_at FROM encryption_profiles WHERE {where} ORDER BY name"
+    return [ProfileRecord(**row) for row in db.query(sql, params or [])]
+
+
+def list_profiles(db: Database) -> list[ProfileRecord]:
+    return _query(db)
+
+
+def get_profile(db: Database, key_id: str) -> ProfileRecord | None:
+    rows = _query(db, "id = ?", [key_id])
+    return rows[0] if rows else None
+
+
+def get_profile_by_name(db: Database, name: str) -> ProfileRecord | None:
+    rows = _query(db, "name = ?", [name])
+    return rows[0] if rows else None
+
+
+def insert_profile(db: Database, record: ProfileRecord) -> None:
+    db.execute(
+        "INSERT INTO encryption_profiles (id, name, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
+        [record.id, record.name, record.wrapped_key, record.created_at],
+    )

@@ -1,0 +1,1 @@
+"""Encrypted backups: the streaming file format and the key profiles that open it."""
