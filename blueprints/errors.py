@@ -13,6 +13,8 @@ from core.accounts import AccountError
 from core.downloads import RangeNotSatisfiable
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
+from encryption.format import FormatError, IntegrityError
+from encryption.keys import ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ STATUS_FOR = {
     UnknownStorage: 404,
     FileMissing: 404,
     LinkNotFound: 404,
+    ProfileMissing: 422,
 }
 
 
@@ -61,6 +64,17 @@ def register_error_handlers(app: Flask) -> None:
     def storage_error(exc: StorageError):
         log.error("Storage error on %s: %s", request.path, exc)
         return respond(500, f"The storage could not be read, nothing was counted; try again later. ({exc})")
+
+    @app.errorhandler(FormatError)
+    def damaged_header(exc: FormatError):
+        return respond(422, f"The file looks like an Oncelink encrypted file but is damaged: {exc}.")
+
+    @app.errorhandler(IntegrityError)
+    def integrity_error(exc: IntegrityError):
+        log.error("Integrity failure on %s: %s", request.path, exc)
+        return respond(
+            500, "The encrypted file failed its integrity check: nothing was sent and the link was not used."
+        )
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

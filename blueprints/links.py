@@ -96,7 +96,8 @@ def mint(
 ) -> MintedLink:
     """Create the link, and drop links long dead while we are at it."""
     db, now = get_db(), time.time()
-    minted = create_link(db, storage_id, link_request, creator, now, client)
+    keyring = current_app.extensions["oncelink_keyring"]
+    minted = create_link(db, storage_id, link_request, keyring, creator, now, client)
     purge_dead_links(db, float(current_app.config["LINK_RETENTION"]), now)
     return minted
 

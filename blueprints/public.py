@@ -10,6 +10,7 @@ from werkzeug.http import http_date
 from werkzeug.wsgi import FileWrapper
 
 from blueprints.guards import api_error, request_client
+from core.bodies import TrackedFile
 from core.downloads import Download, DownloadRequest, inspect_download, start_download
 from db import get_db
 from extensions import limiter
@@ -35,11 +36,11 @@ def content_disposition(filename: str) -> str:
 
 
 def file_response(download: Download) -> Response:
-    body = ()
-    if download.body is not None:
+    body = download.body or ()
+    if isinstance(body, TrackedFile):
         # The server's own wrapper, so that gunicorn recognises it and uses sendfile.
         wrap = request.environ.get("wsgi.file_wrapper", FileWrapper)
-        body = wrap(download.body, BLOCK_SIZE)
+        body = wrap(body, BLOCK_SIZE)
     response = Response(
         body,
         status=206 if download.partial else 200,
@@ -81,7 +82,8 @@ def download() -> Response:
         request.headers.get("If-Range"),
         request_client(),
     )
+    keyring = current_app.extensions["oncelink_keyring"]
     if request.method == "HEAD":
-        return file_response(inspect_download(get_db(), asked, time.time()))
+        return file_response(inspect_download(get_db(), asked, keyring, time.time()))
     keeper = current_app.extensions["oncelink_leases"]
-    return file_response(start_download(get_db(), asked, keeper, time.time()))
+    return file_response(start_download(get_db(), asked, keyring, keeper, time.time()))

@@ -11,9 +11,9 @@ from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
 from blueprints.links import iso
+from core.explorer import ListedEntry, list_folder
 from db import get_db
 from db.storages import StorageRecord, get_storage, insert_storage, list_storages
-from storage import load_storage
 
 bp = Blueprint("storages", __name__)
 storages_cli = AppGroup("storages", help="Add and list storages.")
@@ -36,16 +36,23 @@ def index():
 @api_permission("storage:read")
 def files(storage_id: str):
     folder = request.args.get("path", "")
-    entries = load_storage(get_db(), storage_id).list(folder)
+    listed = list_folder(get_db(), storage_id, folder)
     return jsonify(
-        success=True,
-        storage=storage_id,
-        path=folder,
-        entries=[
-            {"name": e.name, "path": e.path, "size": e.size, "modified": iso(e.mtime), "isDir": e.is_dir}
-            for e in entries
-        ],
+        success=True, storage=storage_id, path=folder, entries=[entry_json(item) for item in listed]
     )
+
+
+def entry_json(item: ListedEntry) -> dict:
+    entry = item.entry
+    return {
+        "name": entry.name,
+        "path": entry.path,
+        "size": entry.size,
+        "modified": iso(entry.mtime),
+        "isDir": entry.is_dir,
+        "encrypted": item.encrypted,
+        "profile": item.profile,
+    }
 
 
 def add_local_storage(db, storage_id: str, path: str, name: str | None = None) -> StorageRecord:

@@ -1,9 +1,8 @@
 """Serving a link: choose the byte range, claim the link, and count the use only when every byte left.
 
-The body handed to the WSGI server is a `TrackedFile`: gunicorn sends it with sendfile
-(zero-copy; `socket.sendfile` leaves the file position at offset + bytes sent, as its
-documentation promises) or reads it; either way its position says how far the transfer
-got when the server closes it.
+A plain file (or an encrypted one asked for as stored) goes out as a `TrackedFile`, which
+gunicorn sends zero-copy with sendfile; an encrypted file asked for decrypted goes out as a
+`DecryptingBody`, chunk by chunk, never on disk in plain and never whole in memory.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -23,11 +19,14 @@ from werkzeug.http import parse_range_header
 
 import db as database
 from core import tokens
+from core.bodies import DecryptingBody, TrackedFile
 from core.leases import LeaseKeeper
 from db.events import Client, record_link_event
 from db.links import Link
+from encryption.format import FormatError, Layout, decrypt_range, layout_of
+from encryption.keys import Keyring
 from storage import load_storage
-from storage.base import Entry, Storage
+from storage.base import Entry
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,16 @@ class Download:
     stop: int
     etag: str
     mtime: float
-    body: TrackedFile | None = None
+    body: TrackedFile | DecryptingBody | None = None
 
     @property
     def partial(self) -> bool:
         return (self.start, self.stop) != (0, self.size)
 
 
-def etag_for(storage_id: str, entry: Entry) -> str:
-    """Strong validator: changes whenever the file's identity, size or mtime does."""
-    basis = f"{storage_id}\0{entry.path}\0{entry.size}\0{entry.mtime!r}".encode()
+def etag_for(storage_id: str, entry: Entry, variant: str = "stored") -> str:
+    """Strong validator: changes with the file's identity, size or mtime, and with the representation."""
+    basis = f"{storage_id}\0{entry.path}\0{entry.size}\0{entry.mtime!r}\0{variant}".encode()
     return '"' + hashlib.sha256(basis).hexdigest()[:32] + '"'
 
 
@@ -83,73 +82,71 @@ def choose_range(size: int, range_header: str | None, if_range: str | None, etag
     return span
 
 
-class TrackedFile:
-    """A file proxy for one response body that reports, once, how far it was sent."""
-
-    mode = "rb"  # socket.sendfile checks for a binary file
-
-    def __init__(
-        self, raw: BinaryIO, start: int, stop: int, lease_id: str, on_close: Callable[[int, bool], None]
-    ):
-        self._raw = raw
-        self._start = self._position = self._reached = start
-        self._stop = stop
-        self._on_close = on_close
-        self.lease_id = lease_id
-        self.closed = False
-        raw.seek(start)
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def _moved_to(self, position: int) -> None:
-        self._position = position
-        self._reached = max(self._reached, position)
-
-    def read(self, size: int = -1) -> bytes:
-        remaining = self._stop - self._position
-        size = remaining if size < 0 else min(size, remaining)
-        data = self._raw.read(size) if size > 0 else b""
-        self._moved_to(self._position + len(data))
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._moved_to(self._raw.seek(offset, whence))
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def close(self) -> None:
-        """Called by the server when the response ends, well or badly."""
-        if self.closed:
-            return
-        self.closed = True
-        # The WSGI server closes the body in a `finally`; an exception in flight
-        # (a client gone mid-sendfile) means the transfer did not finish.
-        failed = sys.exc_info()[1] is not None
-        self._raw.close()
-        self._on_close(self._reached - self._start, not failed and self._reached >= self._stop)
+def decrypted_name(name: str) -> str:
+    return name[: -len(".enc")] if name.endswith(".enc") and len(name) > len(".enc") else name
 
 
-def _describe(db: Database, request: DownloadRequest, now: float) -> tuple[Download, Storage]:
+@dataclass(frozen=True)
+class _Opened:
+    """A link's file, open, with what a response about it needs."""
+
+    download: Download
+    source: BinaryIO
+    layout: Layout | None
+    key: bytes | None
+
+
+def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
     try:
-        link = tokens.usable_link(db, request.token, now)
+        return tokens.usable_link(db, request.token, now)
     except tokens.TokenUnavailable as exc:
         record_link_event(db, "rejected", exc.link, now, request.client, reason=exc.reason)
         raise
+
+
+def _describe(
+    db: Database,
+    link: Link,
+    entry: Entry,
+    source: BinaryIO,
+    request: DownloadRequest,
+    keyring: Keyring,
+    now: float,
+) -> _Opened:
+    """What the response will be: the file as stored, or its plaintext when it is ours and asked for so."""
+    try:
+        layout = layout_of(source, entry.size) if link.decrypt else None
+    except FormatError:
+        record_link_event(db, "integrity", link, now, request.client, reason="header or size")
+        raise
+    if layout is None:
+        name, size, etag, key = entry.name, entry.size, etag_for(link.storage_id, entry), None
+    else:
+        name, size = decrypted_name(entry.name), layout.plaintext_size
+        etag = etag_for(link.storage_id, entry, variant="decrypted")
+        key = keyring.key_for(db, layout.header.key_id)
+    start, stop = choose_range(size, request.range_header, request.if_range, etag)
+    return _Opened(Download(link, name, size, start, stop, etag, entry.mtime), source, layout, key)
+
+
+def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> _Opened:
+    link = _usable_link(db, request, now)
     storage = load_storage(db, link.storage_id)
     entry = storage.stat(link.path)
-    etag = etag_for(link.storage_id, entry)
-    start, stop = choose_range(entry.size, request.range_header, request.if_range, etag)
-    return Download(link, entry.name, entry.size, start, stop, etag, entry.mtime), storage
+    source = storage.open(link.path)
+    try:
+        return _describe(db, link, entry, source, request, keyring, now)
+    except BaseException:
+        source.close()
+        raise
 
 
-def inspect_download(db: Database, request: DownloadRequest, now: float) -> Download:
+def inspect_download(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> Download:
     """What a GET would send, without claiming the link (HEAD)."""
-    download, _ = _describe(db, request, now)
-    record_link_event(db, "head", download.link, now, request.client)
-    return download
+    opened = _open(db, request, keyring, now)
+    opened.source.close()
+    record_link_event(db, "head", opened.download.link, now, request.client)
+    return opened.download
 
 
 def _claim(
@@ -165,17 +162,32 @@ def _claim(
         raise
 
 
-def start_download(db: Database, request: DownloadRequest, keeper: LeaseKeeper, now: float) -> Download:
-    """Claim the link and open its file; the use is counted when the body closes complete."""
-    download, storage = _describe(db, request, now)
-    claim = _claim(db, request, download.link, keeper.lease_seconds, now)
+def _body(opened: _Opened, lease_id: str, finish: _Finisher) -> TrackedFile | DecryptingBody:
+    download = opened.download
+    if opened.layout is None:
+        return TrackedFile(opened.source, download.start, download.stop, lease_id, finish)
+    pieces = decrypt_range(opened.source, opened.key, opened.layout, download.start, download.stop)
+    body = DecryptingBody(opened.source, pieces, lease_id, finish)
     try:
-        raw = storage.open(download.link.path)
+        body.prime()
     except BaseException:
-        tokens.release_transfer(db, claim)
+        body.close()  # gives the lease back and records why (an `integrity` event for a bad chunk)
         raise
-    finish = _Finisher(keeper.database_path, claim, download, request.client)
-    body = TrackedFile(raw, download.start, download.stop, claim.lease_id, finish)
+    return body
+
+
+def start_download(
+    db: Database, request: DownloadRequest, keyring: Keyring, keeper: LeaseKeeper, now: float
+) -> Download:
+    """Claim the link and prepare its body; the use is counted when the body closes delivered."""
+    opened = _open(db, request, keyring, now)
+    download = opened.download
+    try:
+        claim = _claim(db, request, download.link, keeper.lease_seconds, now)
+    except BaseException:
+        opened.source.close()
+        raise
+    body = _body(opened, claim.lease_id, _Finisher(keeper.database_path, claim, download, request.client))
     keeper.hold(body)
     record_link_event(db, "started", download.link, now, request.client, bytes=download.start)
     return dataclasses.replace(download, body=body)
@@ -190,12 +202,11 @@ class _Finisher:
     download: Download
     client: Client
 
-    def __call__(self, sent: int, complete: bool) -> None:
-        """`complete`: the whole requested range went out."""
+    def __call__(self, sent: int, delivered: bool, failure: str | None) -> None:
         now = time.time()
         # Only a transfer that delivered its range up to the end of the file is a use.
-        reached_end = complete and self.download.stop == self.download.size
-        outcome = "completed" if reached_end else "partial" if complete else "aborted"
+        reached_end = delivered and self.download.stop == self.download.size
+        outcome = failure or ("completed" if reached_end else "partial" if delivered else "aborted")
         try:
             db = database.connect(self.database_path)
             try:

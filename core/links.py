@@ -11,6 +11,8 @@ from core.tokens import hash_token, new_token
 from db import links as queries
 from db.events import Client, record_link_event
 from db.links import Link
+from encryption.format import layout_of
+from encryption.keys import Keyring
 from storage import load_storage
 
 
@@ -69,12 +71,19 @@ def create_link(
     db: Database,
     storage_id: str,
     request: LinkRequest,
+    keyring: Keyring,
     creator: User | None,
     now: float,
     client: Client = Client(),
 ) -> MintedLink:
     """Mint a link to a file that exists now; the token is returned here and never stored."""
-    entry = load_storage(db, storage_id).stat(request.file)
+    storage = load_storage(db, storage_id)
+    entry = storage.stat(request.file)
+    if request.decrypt:
+        with storage.open(entry.path) as source:
+            layout = layout_of(source, entry.size)
+        if layout is not None:
+            keyring.key_for(db, layout.header.key_id)  # no profile: refuse now, not a broken download later
     token = new_token()
     link = queries.insert_link(
         db,

@@ -127,6 +127,16 @@ def layout_for(header: Header, file_size: int) -> Layout:
     return Layout(header, full * header.chunk_size + rest - TAG_SIZE, full + 1)
 
 
+def layout_of(source: BinaryIO, size: int) -> Layout | None:
+    """The layout of a seekable file of `size` bytes in this format, or None for a plain file."""
+    source.seek(0)
+    try:
+        header = parse_header(source.read(HEADER_SIZE))
+    except NotEncrypted:
+        return None
+    return layout_for(header, size)
+
+
 def _open_chunk(cipher: AESGCM, index: int, sealed: bytes, last: bool) -> bytes:
     try:
         return cipher.decrypt(chunk_nonce(index, last), sealed, None)

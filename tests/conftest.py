@@ -105,7 +105,10 @@ def mint(app, path: str, ttl: int = 300, uses: int = 1, decrypt: bool = True) ->
     """A link token, minted straight through the domain layer."""
     db = connect(app.config["DATABASE"])
     try:
-        return create_link(db, "local", LinkRequest(path, decrypt, ttl, uses), None, time.time()).token
+        keyring = app.extensions["oncelink_keyring"]
+        return create_link(
+            db, "local", LinkRequest(path, decrypt, ttl, uses), keyring, None, time.time()
+        ).token
     finally:
         db.close()
 

@@ -12,6 +12,7 @@ from core.links import LinkRequest, create_link, purge_dead_links, revoke_link
 from db import connect
 from db.events import list_events
 from db.links import get_link
+from encryption.keys import Keyring
 
 NOW = time.time()
 
@@ -23,7 +24,7 @@ def file(backups):
 
 
 def mint(db, file, ttl=300, uses=1, now=NOW):
-    return create_link(db, "local", LinkRequest(file, True, ttl, uses), None, now)
+    return create_link(db, "local", LinkRequest(file, True, ttl, uses), Keyring(bytes(32)), None, now)
 
 
 def test_only_the_hash_is_stored(app, db, file):

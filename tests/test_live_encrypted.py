@@ -1,0 +1,95 @@
+"""Decrypt on download through real gunicorn, curl and wget."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+
+import pytest
+
+from db import connect
+from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE, encrypt_stream
+from tests.test_live import MIB, curl, interrupted, link_record, outcome_events, status_of, token_of, wait_for
+
+SIZE = 24 * MIB + 4321
+
+
+@pytest.fixture(scope="module")
+def dump(live_server) -> tuple[bytes, bytes]:
+    """A plaintext dump and its encrypted form, stored as dump.sql.gz.enc."""
+    app = live_server.app
+    db = connect(app.config["DATABASE"])
+    keyring = app.extensions["oncelink_keyring"]
+    profile = keyring.create(db, "main", time.time())
+    key = keyring.by_name(db, "main")[1]
+    db.close()
+    plain = os.urandom(MIB) * (SIZE // MIB) + os.urandom(SIZE % MIB)
+    sealed = io.BytesIO()
+    encrypt_stream(io.BytesIO(plain), sealed, key, bytes.fromhex(profile.id))
+    live_server.backups.mkdir(parents=True, exist_ok=True)
+    (live_server.backups / "dump.sql.gz.enc").write_bytes(sealed.getvalue())
+    return plain, sealed.getvalue()
+
+
+def test_curl_and_wget_get_the_plain_dump(live_server, dump, tmp_path):
+    plain, _ = dump
+    result = curl("-OJ", "-w", "%{http_code}", live_server.link("dump.sql.gz.enc"), cwd=tmp_path)
+    assert result.stdout == "200"
+    assert (tmp_path / "dump.sql.gz").read_bytes() == plain
+    target = tmp_path / "wget.sql.gz"
+    url = live_server.link("dump.sql.gz.enc")
+    subprocess.run(["wget", "-q", "-O", str(target), url], check=True, timeout=120)
+    assert target.read_bytes() == plain
+    assert status_of(url) == 401
+
+
+def test_wget_continue_resumes_a_decrypted_download(live_server, dump, tmp_path):
+    plain, _ = dump
+    url = live_server.link("dump.sql.gz.enc")
+    target = tmp_path / "dump.sql.gz"
+    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, tmp_path)
+    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
+    partial = target.stat().st_size
+    assert 0 < partial < len(plain)
+    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], check=True, timeout=120)
+    assert target.read_bytes() == plain
+    link, events = link_record(live_server, url)
+    assert link.uses == 1
+    assert [e.bytes for e in events if e.event == "started"][-1] >= partial
+    assert status_of(url) == 401
+
+
+def test_encrypted_output_is_the_stored_bytes(live_server, dump, tmp_path):
+    _, sealed = dump
+    out = tmp_path / "copy.enc"
+    assert status_of(live_server.link("dump.sql.gz.enc", decrypt=False), out) == 200
+    assert out.read_bytes() == sealed
+
+
+def test_a_tampered_chunk_aborts_the_transfer_and_keeps_the_link(live_server, dump, tmp_path):
+    plain, sealed = dump
+    stored = live_server.backups / "tampered.sql.gz.enc"
+    damaged = bytearray(sealed)
+    bad_chunk = 100
+    damaged[HEADER_SIZE + bad_chunk * (CHUNK_SIZE + TAG_SIZE) + 5] ^= 1
+    stored.write_bytes(bytes(damaged))
+    url = live_server.link("tampered.sql.gz.enc")
+    out = tmp_path / "out"
+    result = subprocess.run(["curl", "-sS", "-o", str(out), url], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 18, result.stderr  # curl: transfer closed with bytes remaining
+    assert out.read_bytes() == plain[: out.stat().st_size]  # no unauthenticated byte arrived
+    assert out.stat().st_size <= bad_chunk * CHUNK_SIZE
+    wait_for(
+        lambda: (
+            outcome_events(live_server, url) == []
+            and link_record(live_server, url)[1][-1].event == "integrity"
+        ),
+        "the integrity event",
+    )
+    assert link_record(live_server, url)[0].uses == 0
+    assert "failed authentication" in live_server.error_log.read_text()
+    assert token_of(url) not in live_server.error_log.read_text() + live_server.access_log.read_text()
+    stored.write_bytes(sealed)
+    assert status_of(url, out) == 200 and out.read_bytes() == plain
