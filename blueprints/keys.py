@@ -20,6 +20,7 @@ from encryption.format import (
     NotEncrypted,
     decrypt_stream,
     encrypt_stream,
+    new_header,
     read_header,
 )
 from encryption.keys import Keyring, ProfileError, ProfileMissing, list_profiles, parse_kit, recovery_kit
@@ -104,7 +105,7 @@ def encrypt_command(profile_name: str, source: BinaryIO, target: str) -> None:
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from exc
     with output_file(target) as out:
-        encrypt_stream(source, out, key, bytes.fromhex(profile.id))
+        encrypt_stream(source, out, key, new_header(bytes.fromhex(profile.id)))
 
 
 @click.command("decrypt")

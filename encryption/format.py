@@ -154,11 +154,11 @@ def _read_exactly(source: BinaryIO, size: int) -> bytes:
     return data
 
 
-def encrypt_stream(
-    source: BinaryIO, target: BinaryIO, profile_key: bytes, key_id: bytes, chunk_size: int = CHUNK_SIZE
-) -> int:
-    """Encrypt all of `source` into `target`, one chunk in memory at a time; returns plaintext bytes."""
-    header = new_header(key_id, chunk_size)
+def encrypt_stream(source: BinaryIO, target: BinaryIO, profile_key: bytes, header: Header) -> int:
+    """Encrypt all of `source` into `target` under a fresh `new_header()`; returns plaintext bytes.
+
+    One chunk is in memory at a time. The header is a parameter so that test vectors can fix the salt.
+    """
     cipher = payload_cipher(profile_key, header)
     target.write(header.to_bytes())
     total, index = 0, 0

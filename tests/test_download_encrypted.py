@@ -11,7 +11,7 @@ import pytest
 from db import connect
 from db.events import list_events
 from db.links import list_links
-from encryption.format import CHUNK_SIZE, encrypt_stream
+from encryption.format import CHUNK_SIZE, encrypt_stream, new_header
 from tests.conftest import mint
 
 PLAIN = os.urandom(3 * CHUNK_SIZE + 1234)
@@ -31,7 +31,7 @@ def profile(app, db):
 
 def encrypt_to(path, plain, key_id: bytes, key: bytes) -> bytes:
     out = io.BytesIO()
-    encrypt_stream(io.BytesIO(plain), out, key, key_id)
+    encrypt_stream(io.BytesIO(plain), out, key, new_header(key_id))
     path.write_bytes(out.getvalue())
     return out.getvalue()
 

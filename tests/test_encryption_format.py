@@ -20,6 +20,7 @@ from encryption.format import (
     decrypt_stream,
     encrypt_stream,
     layout_for,
+    new_header,
     parse_header,
     read_header,
 )
@@ -31,7 +32,7 @@ SMALL = 1024  # the smallest chunk size a header may carry: lets tests walk ever
 
 def encrypt(plain: bytes, chunk_size: int = CHUNK_SIZE, key: bytes = KEY) -> bytes:
     out = io.BytesIO()
-    assert encrypt_stream(io.BytesIO(plain), out, key, KEY_ID, chunk_size) == len(plain)
+    assert encrypt_stream(io.BytesIO(plain), out, key, new_header(KEY_ID, chunk_size)) == len(plain)
     return out.getvalue()
 
 

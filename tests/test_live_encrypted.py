@@ -10,7 +10,7 @@ import time
 import pytest
 
 from db import connect
-from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE, encrypt_stream
+from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE, encrypt_stream, new_header
 from tests.test_live import MIB, curl, interrupted, link_record, outcome_events, status_of, token_of, wait_for
 
 SIZE = 24 * MIB + 4321
@@ -27,7 +27,7 @@ def dump(live_server) -> tuple[bytes, bytes]:
     db.close()
     plain = os.urandom(MIB) * (SIZE // MIB) + os.urandom(SIZE % MIB)
     sealed = io.BytesIO()
-    encrypt_stream(io.BytesIO(plain), sealed, key, bytes.fromhex(profile.id))
+    encrypt_stream(io.BytesIO(plain), sealed, key, new_header(bytes.fromhex(profile.id)))
     live_server.backups.mkdir(parents=True, exist_ok=True)
     (live_server.backups / "dump.sql.gz.enc").write_bytes(sealed.getvalue())
     return plain, sealed.getvalue()
