@@ -18,6 +18,7 @@ from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.leases import LeaseKeeper
 from core.redaction import RedactingFilter
+from core.storages import add_local_storage
 from db.storages import get_storage
 from db.users import count_users
 from encryption.keys import Keyring, load_master_key
@@ -121,7 +122,7 @@ def bootstrap_command() -> None:
     """First start: the default local storage and, when there is no user yet, an admin."""
     database = db.get_db()
     if get_storage(database, "local") is None:
-        storages.add_local_storage(database, "local", current_app.config["BACKUP_DIR"], "Local backups")
+        add_local_storage(database, "local", current_app.config["BACKUP_DIR"], "Local backups")
         click.echo(f"Storage 'local' serves {Path(current_app.config['BACKUP_DIR']).resolve()}.")
     if count_users(database) == 0:
         password = current_app.config["ADMIN_PASSWORD"]

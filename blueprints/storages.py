@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import os
 
 import click
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
 from blueprints.links import iso
 from core.explorer import ListedEntry, list_folder
+from core.storages import (
+    StorageConfigError,
+    add_local_storage,
+    add_s3_storage,
+    check_storage,
+    describe_storage,
+)
 from db import get_db
-from db.storages import StorageRecord, get_storage, insert_storage, list_storages
+from db.storages import list_storages
+from encryption.keys import Keyring
+from storage.base import StorageError
+from storage.s3 import S3Settings
 
 bp = Blueprint("storages", __name__)
-storages_cli = AppGroup("storages", help="Add and list storages.")
+storages_cli = AppGroup("storages", help="Add, list and test storages.")
 
-STORAGE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+def keyring() -> Keyring:
+    return current_app.extensions["oncelink_keyring"]
 
 
 @bp.get("/api/storages")
@@ -36,7 +47,7 @@ def index():
 @api_permission("storage:read")
 def files(storage_id: str):
     folder = request.args.get("path", "")
-    listed = list_folder(get_db(), storage_id, folder)
+    listed = list_folder(get_db(), storage_id, folder, keyring())
     return jsonify(
         success=True, storage=storage_id, path=folder, entries=[entry_json(item) for item in listed]
     )
@@ -55,30 +66,53 @@ def entry_json(item: ListedEntry) -> dict:
     }
 
 
-def add_local_storage(db, storage_id: str, path: str, name: str | None = None) -> StorageRecord:
-    """Register a folder; it is created when missing."""
-    if not STORAGE_ID.match(storage_id):
-        raise click.BadParameter("use lower-case letters, digits, '-' and '_'", param_hint="ID")
-    if get_storage(db, storage_id) is not None:
-        raise click.ClickException(f"A storage {storage_id!r} exists already.")
-    root = Path(path).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    record = StorageRecord(storage_id, name or storage_id, "local", {"path": str(root)})
-    insert_storage(db, record)
-    return record
-
-
 @storages_cli.command("add-local")
 @click.argument("storage_id", metavar="ID")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--name", help="Display name (default: the id).")
 def add_local_command(storage_id: str, path: str, name: str | None) -> None:
     """Add a folder on this machine as storage ID."""
-    record = add_local_storage(get_db(), storage_id, path, name)
+    try:
+        record = add_local_storage(get_db(), storage_id, path, name)
+    except StorageConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"Storage {record.id!r} serves {record.config['path']}.")
+
+
+@storages_cli.command("add-s3")
+@click.argument("storage_id", metavar="ID")
+@click.option("--bucket", required=True)
+@click.option("--prefix", default="", help="Only keys under this prefix are listed and served.")
+@click.option("--region", help="The bucket's region (default us-east-1).")
+@click.option("--endpoint-url", help="For S3-compatible services: MinIO, R2, B2, Hetzner...")
+@click.option("--path-style", is_flag=True, help="Path-style addressing (MinIO and most self-hosted S3).")
+@click.option("--redirect", is_flag=True, help="Hand out stored bytes as short-lived presigned URLs.")
+@click.option("--name", help="Display name (default: the id).")
+def add_s3_command(storage_id: str, name: str | None, **options) -> None:
+    """Add an S3 bucket as storage ID (keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or prompts)."""
+    access_key = os.environ.get("AWS_ACCESS_KEY_ID") or click.prompt("Access key id")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or click.prompt("Secret access key", hide_input=True)
+    settings = S3Settings(**options, access_key_id=access_key, secret_access_key=secret)
+    try:
+        record = add_s3_storage(get_db(), keyring(), storage_id, settings, name)
+    except StorageConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
+    )
+
+
+@storages_cli.command("test")
+@click.argument("storage_id", metavar="ID")
+def test_command(storage_id: str) -> None:
+    """Check that a storage answers, and say clearly what is wrong when it does not."""
+    try:
+        click.echo(check_storage(get_db(), storage_id, keyring()))
+    except (StorageError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @storages_cli.command("list")
 def list_command() -> None:
     for record in list_storages(get_db()):
-        click.echo(f"{record.id}\t{record.kind}\t{record.name}\t{record.config.get('path', '')}")
+        click.echo(f"{record.id}\t{record.kind}\t{record.name}\t{describe_storage(record)}")

@@ -131,7 +131,7 @@ def _describe(
 
 def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> _Opened:
     link = _usable_link(db, request, now)
-    storage = load_storage(db, link.storage_id)
+    storage = load_storage(db, link.storage_id, keyring)
     entry = storage.stat(link.path)
     source = storage.open(link.path)
     try:

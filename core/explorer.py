@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
-from encryption.keys import profile_names
+from encryption.keys import Keyring, profile_names
 from storage import load_storage
 from storage.base import Entry, FileMissing, Storage, StorageError, UnsafePath
 
@@ -33,7 +33,7 @@ def _encryption_of(storage: Storage, entry: Entry, names: dict[str, str]) -> tup
     return True, names.get(header.key_id.hex(), header.key_id.hex())
 
 
-def list_folder(db: Database, storage_id: str, folder: str) -> list[ListedEntry]:
-    storage = load_storage(db, storage_id)
+def list_folder(db: Database, storage_id: str, folder: str, keyring: Keyring) -> list[ListedEntry]:
+    storage = load_storage(db, storage_id, keyring)
     names = profile_names(db)
     return [ListedEntry(entry, *_encryption_of(storage, entry, names)) for entry in storage.list(folder)]

@@ -77,7 +77,7 @@ def create_link(
     client: Client = Client(),
 ) -> MintedLink:
     """Mint a link to a file that exists now; the token is returned here and never stored."""
-    storage = load_storage(db, storage_id)
+    storage = load_storage(db, storage_id, keyring)
     entry = storage.stat(request.file)
     if request.decrypt:
         with storage.open(entry.path) as source:

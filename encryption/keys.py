@@ -1,4 +1,4 @@
-"""The master key and the encryption profiles it protects.
+"""The master key and what it protects: encryption profiles and storage credentials.
 
 A profile is a named 256-bit key with a random 16-byte id; files name the id in their header.
 Profile keys are stored wrapped with AES-256-GCM under the master key (the profile id as
@@ -24,6 +24,7 @@ from db import profiles as queries
 from encryption.format import KEY_ID_SIZE, KEY_SIZE
 
 _WRAP_AAD = b"oncelink profile key "
+_SECRET_AAD = b"oncelink storage secret "
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -74,17 +75,28 @@ class Keyring:
     def __init__(self, master_key: bytes):
         self._master = AESGCM(master_key)
 
-    def _wrap(self, key_id: str, key: bytes) -> bytes:
+    def _wrap(self, label: bytes, secret: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._master.encrypt(nonce, key, _WRAP_AAD + key_id.encode())
+        return nonce + self._master.encrypt(nonce, secret, label)
 
-    def _unwrap(self, record: queries.ProfileRecord) -> bytes:
+    def _unwrap(self, label: bytes, wrapped: bytes) -> bytes:
+        return self._master.decrypt(wrapped[:12], wrapped[12:], label)
+
+    def _unwrap_profile(self, record: queries.ProfileRecord) -> bytes:
         try:
-            return self._master.decrypt(
-                record.wrapped_key[:12], record.wrapped_key[12:], _WRAP_AAD + record.id.encode()
-            )
+            return self._unwrap(_WRAP_AAD + record.id.encode(), record.wrapped_key)
         except InvalidTag as exc:
             raise ProfileError(f"Profile {record.name!r} cannot be opened with this master key.") from exc
+
+    def seal_secret(self, label: str, secret: str) -> str:
+        """A credential wrapped for the database, bound to `label` (a storage id) so it cannot move."""
+        return base64.b64encode(self._wrap(_SECRET_AAD + label.encode(), secret.encode())).decode()
+
+    def unseal_secret(self, label: str, sealed: str) -> str:
+        try:
+            return self._unwrap(_SECRET_AAD + label.encode(), base64.b64decode(sealed)).decode()
+        except (InvalidTag, ValueError) as exc:
+            raise ProfileError(f"The secret of {label!r} cannot be opened with this master key.") from exc
 
     def create(
         self, db: Database, name: str, now: float, key: bytes | None = None, key_id: str | None = None
@@ -98,7 +110,7 @@ class Keyring:
         if queries.get_profile(db, key_id) is not None:
             raise ProfileError(f"The key {key_id} is already here as another profile.")
         key = key or secrets.token_bytes(KEY_SIZE)
-        record = queries.ProfileRecord(key_id, name, self._wrap(key_id, key), now)
+        record = queries.ProfileRecord(key_id, name, self._wrap(_WRAP_AAD + key_id.encode(), key), now)
         queries.insert_profile(db, record)
         return Profile(record.id, record.name, record.created_at)
 
@@ -109,13 +121,13 @@ class Keyring:
             raise ProfileMissing(
                 f"The file is encrypted with key {key_id.hex()}, which no profile here holds."
             )
-        return self._unwrap(record)
+        return self._unwrap_profile(record)
 
     def by_name(self, db: Database, name: str) -> tuple[Profile, bytes]:
         record = queries.get_profile_by_name(db, name)
         if record is None:
             raise ProfileError(f"No profile named {name!r}.")
-        return Profile(record.id, record.name, record.created_at), self._unwrap(record)
+        return Profile(record.id, record.name, record.created_at), self._unwrap_profile(record)
 
 
 def list_profiles(db: Database) -> list[Profile]:

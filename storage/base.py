@@ -38,6 +38,14 @@ class Entry:
 
 
 class Storage(Protocol):
+    redirects: bool  # stored bytes may be handed out as a presigned URL instead of through us
+
+    def check(self) -> str:
+        """A sentence saying the storage answers; StorageError saying what is wrong otherwise."""
+
+    def presigned_url(self, path: str, seconds: int, disposition: str) -> str:
+        """A short-lived URL the storage itself serves (only where `redirects`)."""
+
     def list(self, folder: str = "") -> list[Entry]:
         """The entries of one folder, folders first, then by name."""
 

@@ -22,8 +22,17 @@ from storage.base import (
 class LocalStorage:
     """Files below one root folder; symlinks are followed only while they stay inside it."""
 
+    redirects = False  # local files always go out through the server, with sendfile
+
     def __init__(self, root: str):
         self.root = Path(root)
+
+    def check(self) -> str:
+        """A sentence saying the folder is readable, or a StorageError saying why not."""
+        _, real = self._resolve("", allow_root=True)
+        if not real.is_dir() or not os.access(real, os.R_OK | os.X_OK):
+            raise StorageError(f"{real} is not a readable folder.")
+        return f"Folder {real} is readable."
 
     def _resolve(self, path: str, allow_root: bool = False) -> tuple[str, Path]:
         relative = clean_relative_path(path, allow_root=allow_root)

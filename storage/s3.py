@@ -1,0 +1,214 @@
+"""An S3-compatible bucket (AWS, MinIO, R2, B2, Hetzner...) as a storage, through boto3.
+
+Every key lives under the storage's prefix; user paths are cleaned exactly as for local
+storages, so nothing outside the prefix can be named. Objects are read as streams from
+ranged GETs, a bounded block at a time.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from storage.base import Entry, FileMissing, NotAFile, StorageError, clean_relative_path, sorted_entries
+
+MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AuthFailure"}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    path_style: bool = False
+    redirect: bool = False
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+def explain(error: Exception, what: str) -> Exception:
+    """A storage exception with a message that says what is wrong, in the person's terms."""
+    if isinstance(error, EndpointConnectionError):
+        return StorageError(f"Cannot reach the S3 endpoint ({error}).")
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in MISSING_CODES:
+            return FileMissing(f"No such object: {what}")
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"The bucket {error.response.get('Error', {}).get('BucketName', '')!r} does not exist."
+            )
+        if code in CREDENTIAL_CODES:
+            return StorageError("The S3 credentials were refused (check the access key and secret).")
+        if code in {"403", "AccessDenied", "Forbidden"}:
+            return StorageError(f"Access denied to {what} (check the key's permissions).")
+        return StorageError(f"S3 answered {code or 'an error'} for {what}.")
+    return StorageError(f"S3 failed for {what}: {error}")
+
+
+class S3Object(io.RawIOBase):
+    """One object as a seekable, read-only file: each sequential run is one ranged GET stream."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int):
+        super().__init__()
+        self._storage, self._key, self._size = storage, key, size
+        self._position = 0
+        self._stream = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        position = base + offset
+        if position != self._position:
+            self._drop_stream()
+            self._position = position
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._position
+        size = min(size, self._size - self._position)
+        if size <= 0:
+            return b""
+        if self._stream is None:
+            self._stream = self._storage.get_stream(self._key, self._position)
+        try:
+            data = self._stream.read(size)
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        self._drop_stream()
+        super().close()
+
+
+class S3Storage:
+    def __init__(self, settings: S3Settings):
+        self.settings = settings
+        self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
+        self.client = boto3.session.Session().client(
+            "s3",
+            region_name=settings.region or "us-east-1",
+            endpoint_url=settings.endpoint_url or None,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if settings.path_style else "auto"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+            ),
+        )
+
+    @property
+    def redirects(self) -> bool:
+        """Whether stored bytes go out as a redirect to a presigned URL, the server carrying none."""
+        return self.settings.redirect
+
+    def _key(self, path: str, allow_root: bool = False) -> tuple[str, str]:
+        relative = clean_relative_path(path, allow_root=allow_root)
+        return relative, self.prefix + relative
+
+    def list(self, folder: str = "") -> list[Entry]:
+        relative, key = self._key(folder, allow_root=True)
+        prefix = key + "/" if relative else self.prefix
+        entries: list[Entry] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.settings.bucket, Prefix=prefix, Delimiter="/"
+            )
+            for page in pages:
+                entries += [self._folder(p["Prefix"]) for p in page.get("CommonPrefixes", [])]
+                entries += [self._file(o) for o in page.get("Contents", []) if o["Key"] != prefix]
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, relative or "/") from exc
+        if relative and not entries:
+            raise FileMissing(f"No such folder: {relative}")
+        return sorted_entries(entries)
+
+    def _relative(self, key: str) -> str:
+        return key[len(self.prefix) :].strip("/")
+
+    def _folder(self, key: str) -> Entry:
+        path = self._relative(key)
+        return Entry(path.rsplit("/", 1)[-1], path, 0, 0.0, True)
+
+    def _file(self, item: dict) -> Entry:
+        path = self._relative(item["Key"])
+        return Entry(path.rsplit("/", 1)[-1], path, item["Size"], item["LastModified"].timestamp(), False)
+
+    def stat(self, path: str) -> Entry:
+        relative, key = self._key(path)
+        try:
+            head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            error = explain(exc, relative)
+            if isinstance(error, FileMissing) and self._is_folder(key):
+                raise NotAFile(f"Not a file: {relative}") from exc
+            raise error from exc
+        return Entry(
+            relative.rsplit("/", 1)[-1],
+            relative,
+            head["ContentLength"],
+            head["LastModified"].timestamp(),
+            False,
+        )
+
+    def _is_folder(self, key: str) -> bool:
+        listing = self.client.list_objects_v2(Bucket=self.settings.bucket, Prefix=key + "/", MaxKeys=1)
+        return listing.get("KeyCount", 0) > 0
+
+    def open(self, path: str) -> S3Object:
+        entry = self.stat(path)
+        return S3Object(self, self.prefix + entry.path, entry.size)
+
+    def get_stream(self, key: str, start: int):
+        """The object's bytes from `start` to the end, as a stream."""
+        try:
+            answer = self.client.get_object(Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-")
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, self._relative(key)) from exc
+        return answer["Body"]
+
+    def presigned_url(self, path: str, seconds: int, disposition: str) -> str:
+        """A short-lived GET URL that S3 serves itself, with our Content-Disposition."""
+        _, key = self._key(path)
+        params = {"Bucket": self.settings.bucket, "Key": key, "ResponseContentDisposition": disposition}
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
+
+    def check(self) -> str:
+        """Try the bucket and prefix: a sentence saying what works, or a StorageError saying what does not."""
+        try:  # a GET, not a HEAD: its error body names the problem
+            self.client.list_objects_v2(Bucket=self.settings.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, f"bucket {self.settings.bucket}") from exc
+        return f"Bucket {self.settings.bucket!r} is readable" + (
+            f" under {self.prefix!r}." if self.prefix else "."
+        )
