@@ -16,6 +16,7 @@ import db
 from blueprints import accounts, keys, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
+from core.downloads import Serving
 from core.leases import LeaseKeeper
 from core.redaction import RedactingFilter
 from core.storages import add_local_storage
@@ -33,6 +34,7 @@ DEFAULTS = {
     "TOKEN_MAX_USES": 100,
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
+    "PRESIGN_TTL": 30,
     "PROXY_HOPS": 0,
     # Wrong or dead tokens one address may try; right ones are never limited.
     "PUBLIC_FAILURE_LIMIT": "60 per minute",
@@ -92,11 +94,10 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
-    app.extensions["oncelink_leases"] = LeaseKeeper(
-        app.config["DATABASE"], float(app.config["LEASE_SECONDS"])
-    )
-    master_key = load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY"))
-    app.extensions["oncelink_keyring"] = Keyring(master_key)
+    keyring = Keyring(load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY")))
+    keeper = LeaseKeeper(app.config["DATABASE"], float(app.config["LEASE_SECONDS"]))
+    app.extensions["oncelink_keyring"] = keyring
+    app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
 
     for blueprint in (accounts.bp, links.bp, public.bp, storages.bp):
         app.register_blueprint(blueprint)

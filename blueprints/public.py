@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, redirect, request
 from werkzeug.http import http_date
 from werkzeug.wsgi import FileWrapper
 
 from blueprints.guards import api_error, request_client
 from core.bodies import TrackedFile
-from core.downloads import Download, DownloadRequest, inspect_download, start_download
+from core.downloads import (
+    Download,
+    DownloadRequest,
+    content_disposition,
+    inspect_download,
+    start_download,
+)
 from db import get_db
 from extensions import limiter
 
 bp = Blueprint("public", __name__)
 
 BLOCK_SIZE = 256 * 1024  # only used when sendfile is not available
-
-
-def content_disposition(filename: str) -> str:
-    """attachment; filename=... plus RFC 6266 filename* when the name is not plain ASCII.
-
-    Clients that read filename* (browsers, wget) get the exact name from it. The fallback
-    carries the name's UTF-8 bytes, which is what `curl -OJ` and other older clients that
-    only read filename= write to disk unchanged; WSGI headers travel as latin-1, so the
-    bytes are handed over as a latin-1 string.
-    """
-    fallback = filename.replace("\\", "_").replace('"', "_")
-    value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
-    if not filename.isascii() or fallback != filename:
-        value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
-    return value
 
 
 def file_response(download: Download) -> Response:
@@ -82,8 +72,10 @@ def download() -> Response:
         request.headers.get("If-Range"),
         request_client(),
     )
-    keyring = current_app.extensions["oncelink_keyring"]
+    serving = current_app.extensions["oncelink_serving"]
     if request.method == "HEAD":
-        return file_response(inspect_download(get_db(), asked, keyring, time.time()))
-    keeper = current_app.extensions["oncelink_leases"]
-    return file_response(start_download(get_db(), asked, keyring, keeper, time.time()))
+        return file_response(inspect_download(get_db(), asked, serving, time.time()))
+    download = start_download(get_db(), asked, serving, time.time())
+    if download.redirect_url:
+        return redirect(download.redirect_url, code=302)
+    return file_response(download)

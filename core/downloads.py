@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import quote
 
 from sqlite_utils import Database
 from werkzeug.http import parse_range_header
@@ -26,7 +27,7 @@ from db.links import Link
 from encryption.format import FormatError, Layout, decrypt_range, layout_of
 from encryption.keys import Keyring
 from storage import load_storage
-from storage.base import Entry
+from storage.base import Entry, Storage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,15 @@ class RangeNotSatisfiable(Exception):
     def __init__(self, size: int):
         super().__init__(f"range outside 0-{size}")
         self.size = size
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What serving downloads needs besides the database: keys, the lease keeper and policy."""
+
+    keyring: Keyring
+    keeper: LeaseKeeper
+    presign_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class Download:
     etag: str
     mtime: float
     body: TrackedFile | DecryptingBody | None = None
+    redirect_url: str | None = None  # the link was used up handing out this presigned URL
 
     @property
     def partial(self) -> bool:
@@ -82,6 +93,21 @@ def choose_range(size: int, range_header: str | None, if_range: str | None, etag
     return span
 
 
+def content_disposition(filename: str) -> str:
+    """attachment; filename=... plus RFC 6266 filename* when the name is not plain ASCII.
+
+    Clients that read filename* (browsers, wget) get the exact name from it. The fallback
+    carries the name's UTF-8 bytes, which is what `curl -OJ` and other older clients that
+    only read filename= write to disk unchanged; WSGI headers travel as latin-1, so the
+    bytes are handed over as a latin-1 string.
+    """
+    fallback = filename.replace("\\", "_").replace('"', "_")
+    value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
+    if not filename.isascii() or fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
+    return value
+
+
 def decrypted_name(name: str) -> str:
     return name[: -len(".enc")] if name.endswith(".enc") and len(name) > len(".enc") else name
 
@@ -91,9 +117,15 @@ class _Opened:
     """A link's file, open, with what a response about it needs."""
 
     download: Download
+    storage: Storage
     source: BinaryIO
     layout: Layout | None
     key: bytes | None
+
+    @property
+    def redirects(self) -> bool:
+        """Stored bytes on a storage that hands them out itself."""
+        return self.layout is None and self.storage.redirects
 
 
 def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
@@ -108,6 +140,7 @@ def _describe(
     db: Database,
     link: Link,
     entry: Entry,
+    storage: Storage,
     source: BinaryIO,
     request: DownloadRequest,
     keyring: Keyring,
@@ -126,24 +159,25 @@ def _describe(
         etag = etag_for(link.storage_id, entry, variant="decrypted")
         key = keyring.key_for(db, layout.header.key_id)
     start, stop = choose_range(size, request.range_header, request.if_range, etag)
-    return _Opened(Download(link, name, size, start, stop, etag, entry.mtime), source, layout, key)
+    return _Opened(Download(link, name, size, start, stop, etag, entry.mtime), storage, source, layout, key)
 
 
 def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> _Opened:
+    """The link (401 when it cannot be used), its file opened and described."""
     link = _usable_link(db, request, now)
     storage = load_storage(db, link.storage_id, keyring)
     entry = storage.stat(link.path)
     source = storage.open(link.path)
     try:
-        return _describe(db, link, entry, source, request, keyring, now)
+        return _describe(db, link, entry, storage, source, request, keyring, now)
     except BaseException:
         source.close()
         raise
 
 
-def inspect_download(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> Download:
+def inspect_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     """What a GET would send, without claiming the link (HEAD)."""
-    opened = _open(db, request, keyring, now)
+    opened = _open(db, request, serving.keyring, now)
     opened.source.close()
     record_link_event(db, "head", opened.download.link, now, request.client)
     return opened.download
@@ -176,12 +210,35 @@ def _body(opened: _Opened, lease_id: str, finish: _Finisher) -> TrackedFile | De
     return body
 
 
-def start_download(
-    db: Database, request: DownloadRequest, keyring: Keyring, keeper: LeaseKeeper, now: float
+def _redirect(
+    db: Database, request: DownloadRequest, opened: _Opened, serving: Serving, now: float
 ) -> Download:
-    """Claim the link and prepare its body; the use is counted when the body closes delivered."""
-    opened = _open(db, request, keyring, now)
+    """Use the link up now and hand out a presigned URL: the server carries no bytes.
+
+    Single use is approximate here: the URL works for anyone until it expires.
+    """
     download = opened.download
+    try:
+        tokens.consume_link(db, request.token, now)
+    except (tokens.TokenUnavailable, tokens.TokenBusy) as exc:
+        record_link_event(
+            db, "rejected", download.link, now, request.client, reason=getattr(exc, "reason", "busy")
+        )
+        raise
+    url = opened.storage.presigned_url(
+        download.link.path, serving.presign_seconds, content_disposition(download.filename)
+    )
+    record_link_event(db, "redirected", download.link, now, request.client)
+    return dataclasses.replace(download, redirect_url=url)
+
+
+def start_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
+    """Claim the link and prepare its body; the use is counted when the body closes delivered."""
+    opened = _open(db, request, serving.keyring, now)
+    if opened.redirects:
+        opened.source.close()
+        return _redirect(db, request, opened, serving, now)
+    download, keeper = opened.download, serving.keeper
     try:
         claim = _claim(db, request, download.link, keeper.lease_seconds, now)
     except BaseException:

@@ -43,6 +43,7 @@ class LinkRequest:
 class MintedLink:
     token: str
     link: Link
+    delivery: str = "proxy"  # or "redirect": a presigned URL, single use only approximately
 
 
 def _bounded_int(data: dict, key: str, default: int, maximum: int) -> int:
@@ -79,6 +80,7 @@ def create_link(
     """Mint a link to a file that exists now; the token is returned here and never stored."""
     storage = load_storage(db, storage_id, keyring)
     entry = storage.stat(request.file)
+    layout = None
     if request.decrypt:
         with storage.open(entry.path) as source:
             layout = layout_of(source, entry.size)
@@ -97,7 +99,7 @@ def create_link(
         max_uses=request.uses,
     )
     record_link_event(db, "created", link, now, client, reason=creator.name if creator else "cli")
-    return MintedLink(token, link)
+    return MintedLink(token, link, "redirect" if storage.redirects and layout is None else "proxy")
 
 
 def visible_link(db: Database, link_id: int, user: User | None) -> Link:

@@ -74,6 +74,14 @@ def claim_link(db: Database, token: str, lease_seconds: float, now: float) -> Cl
     raise TokenBusy(f"link {link.id} is being downloaded")
 
 
+def consume_link(db: Database, token: str, now: float) -> Link:
+    """Use the link up in one atomic step, or say why not."""
+    if len(token) <= MAX_TOKEN_LENGTH and queries.consume_use(db, hash_token(token), now):
+        return queries.find_link(db, hash_token(token))
+    link = usable_link(db, token, now)
+    raise TokenBusy(f"link {link.id} is being downloaded")
+
+
 def complete_transfer(db: Database, claim: Claim, now: float) -> None:
     queries.count_use(db, claim.link.id, claim.lease_id, now)
 

@@ -93,6 +93,17 @@ def take_lease(db: Database, token_hash: str, lease_id: str, now: float, until: 
     return cursor.rowcount == 1
 
 
+def consume_use(db: Database, token_hash: str, now: float) -> bool:
+    """Count a use at once (a redirect: no transfer to wait for), in one statement like the claim."""
+    cursor = db.execute(
+        "UPDATE links SET uses = uses + 1, last_used_at = ?"
+        " WHERE token_hash = ? AND uses < max_uses AND expires_at > ? AND revoked_at IS NULL"
+        " AND (lease_until IS NULL OR lease_until <= ?)",
+        [now, token_hash, now, now],
+    )
+    return cursor.rowcount == 1
+
+
 def renew_leases(db: Database, lease_ids: list[str], until: float) -> None:
     marks = ", ".join("?" for _ in lease_ids)
     db.execute(f"UPDATE links SET lease_until = ? WHERE lease_id IN ({marks})", [until, *lease_ids])

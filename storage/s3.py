@@ -182,7 +182,11 @@ class S3Storage:
         )
 
     def _is_folder(self, key: str) -> bool:
-        listing = self.client.list_objects_v2(Bucket=self.settings.bucket, Prefix=key + "/", MaxKeys=1)
+        """After a 404 on HEAD: a folder, a missing key, or a missing bucket (which the GET tells)."""
+        try:
+            listing = self.client.list_objects_v2(Bucket=self.settings.bucket, Prefix=key + "/", MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, self._relative(key)) from exc
         return listing.get("KeyCount", 0) > 0
 
     def open(self, path: str) -> S3Object:

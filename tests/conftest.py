@@ -12,13 +12,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import pytest
 
 from app import create_app
 from core.accounts import create_user
 from core.links import LinkRequest, create_link
+from core.storages import add_s3_storage
 from db import connect
 from db.storages import StorageRecord, get_storage, insert_storage
+from storage.s3 import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -101,13 +104,13 @@ def auth(app, client) -> Auth:
     return Auth(app, client)
 
 
-def mint(app, path: str, ttl: int = 300, uses: int = 1, decrypt: bool = True) -> str:
+def mint(app, path: str, ttl: int = 300, uses: int = 1, decrypt: bool = True, storage: str = "local") -> str:
     """A link token, minted straight through the domain layer."""
     db = connect(app.config["DATABASE"])
     try:
         keyring = app.extensions["oncelink_keyring"]
         return create_link(
-            db, "local", LinkRequest(path, decrypt, ttl, uses), keyring, None, time.time()
+            db, storage, LinkRequest(path, decrypt, ttl, uses), keyring, None, time.time()
         ).token
     finally:
         db.close()
@@ -220,3 +223,82 @@ def start_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@dataclass
+class MotoServer:
+    """moto's standalone S3 server on a free loopback port: real HTTP, real SigV4."""
+
+    env: dict = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "moto_server exited at start"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+
+@pytest.fixture(scope="session")
+def moto():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_moto():
+    """For tests that need a moto of their own (with authentication on, or to kill it)."""
+    servers = []
+
+    def start(**env) -> MotoServer:
+        server = MotoServer(env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def add_s3(app, storage_id: str, endpoint: str, bucket: str, **settings):
+    """Register an S3 storage in an app's database, the way `storages add-s3` does."""
+    db = connect(app.config["DATABASE"])
+    try:
+        options = {"access_key_id": "test", "secret_access_key": "test", "path_style": True, **settings}
+        add_s3_storage(
+            db,
+            app.extensions["oncelink_keyring"],
+            storage_id,
+            S3Settings(bucket, endpoint_url=endpoint, **options),
+        )
+    finally:
+        db.close()

@@ -1,0 +1,218 @@
+"""S3 storages against moto's standalone S3 server over HTTP: the adapter, the CLI and the API."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from db import connect
+from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
+from storage.s3 import S3Settings, S3Storage
+from tests.conftest import add_s3, mint
+from tests.test_storage_local import HOSTILE_PATHS
+
+BUCKET = "s3-tests"
+BIG = os.urandom(3 * 1024 * 1024 + 7)
+
+
+@pytest.fixture(scope="module")
+def bucket(moto):
+    s3 = moto.client()
+    s3.create_bucket(Bucket=BUCKET)
+    objects = {
+        "db/2026-11-25.sql.gz": b"dump of the 25th",
+        "db/old/2026-11-01.sql.gz": b"older dump",
+        "big.bin": BIG,
+        "other-team/secret.txt": b"not yours",
+        "db/../escape": b"a key with dots in it",
+    }
+    objects |= {f"many/k{n:04d}.tar": b"x" for n in range(1100)}
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda item: s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1]), objects.items()))
+    return moto
+
+
+def storage(moto, prefix: str = "", **settings) -> S3Storage:
+    options = {"access_key_id": "test", "secret_access_key": "test", "path_style": True, **settings}
+    return S3Storage(S3Settings(BUCKET, prefix=prefix, endpoint_url=moto.url, **options))
+
+
+def test_listing_by_folder(bucket):
+    top = storage(bucket).list("")
+    assert [(e.name, e.is_dir) for e in top] == [
+        ("db", True),
+        ("many", True),
+        ("other-team", True),
+        ("big.bin", False),
+    ]
+    assert top[-1].size == len(BIG) and top[-1].mtime > 0
+    assert [(e.path, e.is_dir) for e in storage(bucket).list("db")] == [
+        ("db/..", True),
+        ("db/old", True),
+        ("db/2026-11-25.sql.gz", False),
+    ]
+
+
+def test_listing_past_a_thousand_keys(bucket):
+    entries = storage(bucket).list("many")
+    assert len(entries) == 1100 and entries[-1].path == "many/k1099.tar"
+
+
+def test_prefix_isolation(bucket):
+    scoped = storage(bucket, prefix="db/")
+    assert [e.path for e in scoped.list("")] == ["..", "old", "2026-11-25.sql.gz"]
+    assert scoped.stat("old/2026-11-01.sql.gz").size == len(b"older dump")
+    for outside in ("../other-team/secret.txt", "../big.bin", "/other-team/secret.txt", ".."):
+        with pytest.raises(UnsafePath):
+            scoped.stat(outside)
+    with pytest.raises(FileMissing):
+        scoped.stat("other-team/secret.txt")  # means db/other-team/secret.txt: not there
+    with pytest.raises(UnsafePath):
+        scoped.list("../other-team")
+
+
+@pytest.mark.parametrize("path", [p for p in HOSTILE_PATHS if "link" not in p])
+def test_hostile_paths_are_refused(bucket, path):
+    with pytest.raises(UnsafePath):
+        storage(bucket).stat(path)
+
+
+def test_stat_folder_and_missing(bucket):
+    with pytest.raises(NotAFile):
+        storage(bucket).stat("db")
+    with pytest.raises(FileMissing):
+        storage(bucket).stat("nope.tar")
+    with pytest.raises(FileMissing):
+        storage(bucket).list("nope")
+
+
+def test_ranged_reads(bucket):
+    with storage(bucket).open("big.bin") as source:
+        source.seek(1000)
+        assert source.read(10) == BIG[1000:1010]
+        assert source.read(5) == BIG[1010:1015]
+        source.seek(len(BIG) - 5)
+        assert source.read(100) == BIG[-5:]
+        assert source.read(100) == b""
+        with pytest.raises(OSError):
+            source.fileno()  # no descriptor: the server streams it instead of sendfile
+
+
+def test_check_says_what_is_wrong(bucket, start_moto):
+    assert "is readable" in storage(bucket).check()
+    with pytest.raises(StorageError, match="does not exist"):
+        S3Storage(
+            S3Settings(
+                "no-such-bucket",
+                endpoint_url=bucket.url,
+                path_style=True,
+                access_key_id="test",
+                secret_access_key="test",
+            )
+        ).check()
+    strict = start_moto(INITIAL_NO_AUTH_ACTION_COUNT="0")  # moto checking credentials like AWS
+    with pytest.raises(StorageError, match="credentials were refused"):
+        S3Storage(
+            S3Settings(
+                BUCKET,
+                endpoint_url=strict.url,
+                path_style=True,
+                access_key_id="AKIAWRONG",
+                secret_access_key="wrong",
+            )
+        ).check()
+    with pytest.raises(StorageError, match="Cannot reach"):
+        S3Storage(
+            S3Settings(
+                BUCKET,
+                endpoint_url="http://127.0.0.1:9",
+                path_style=True,
+                access_key_id="test",
+                secret_access_key="test",
+            )
+        ).check()
+
+
+def test_cli_add_test_and_list_never_show_the_secret(app, runner, bucket, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    added = runner.invoke(
+        args=[
+            "storages",
+            "add-s3",
+            "offsite",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "db",
+            "--endpoint-url",
+            bucket.url,
+            "--path-style",
+        ]
+    )
+    assert added.exit_code == 0, added.output
+    assert "very-secret-value" not in added.output
+    listing = runner.invoke(args=["storages", "list"]).output
+    assert f"s3://{BUCKET}/db at {bucket.url}" in listing and "very-secret-value" not in listing
+    tested = runner.invoke(args=["storages", "test", "offsite"])
+    assert tested.exit_code == 0 and "is readable under 'db/'" in tested.output
+    db = connect(app.config["DATABASE"])
+    assert "very-secret-value" not in "\n".join(db.iterdump())
+    db.close()
+    runner.invoke(
+        args=[
+            "storages",
+            "add-s3",
+            "gone",
+            "--bucket",
+            "no-such-bucket",
+            "--endpoint-url",
+            bucket.url,
+            "--path-style",
+        ]
+    )
+    missing = runner.invoke(args=["storages", "test", "gone"])
+    assert missing.exit_code != 0 and "does not exist" in missing.output
+
+
+def test_api_lists_and_mints_on_s3(app, client, auth, bucket):
+    add_s3(app, "offsite", bucket.url, BUCKET, prefix="db")
+    auth.login("operator")
+    entries = client.get("/api/storage/offsite/files?path=old").get_json()["entries"]
+    assert [e["path"] for e in entries] == ["old/2026-11-01.sql.gz"]
+    minted = client.post(
+        "/api/storage/offsite/download-url", json={"file": "2026-11-25.sql.gz"}, headers=auth.headers()
+    ).get_json()
+    assert minted["success"] and minted["delivery"] == "proxy"
+    token = minted["url"].split("token=")[1]
+    assert (
+        client.get(f"/api/storage/public-download?token={token}", buffered=True).data == b"dump of the 25th"
+    )
+    assert (
+        client.post(
+            "/api/storage/offsite/download-url", json={"file": "nope"}, headers=auth.headers()
+        ).status_code
+        == 404
+    )
+
+
+def test_a_missing_bucket_is_a_clear_500_at_minting(app, client, auth, bucket):
+    add_s3(app, "gone", bucket.url, "no-such-bucket")
+    auth.login("operator")
+    response = client.post("/api/storage/gone/download-url", json={"file": "x"}, headers=auth.headers())
+    assert response.status_code == 500 and "does not exist" in response.get_json()["error"]
+
+
+def test_redirect_mode_through_the_test_client(app, client, bucket):
+    add_s3(app, "direct", bucket.url, BUCKET, redirect=True)
+    token = mint(app, "db/2026-11-25.sql.gz", storage="direct")
+    head = client.head(f"/api/storage/public-download?token={token}")
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(b"dump of the 25th"))
+    response = client.get(f"/api/storage/public-download?token={token}")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith(f"{bucket.url}/{BUCKET}/db/2026-11-25.sql.gz?")
+    assert "X-Amz-Expires=30" in response.headers["Location"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert client.get(f"/api/storage/public-download?token={token}").status_code == 401
