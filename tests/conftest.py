@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -21,6 +22,8 @@ from core.links import LinkRequest, create_link
 from core.storages import add_s3_storage
 from db import connect
 from db.storages import StorageRecord, get_storage, insert_storage
+from encryption.format import encrypt_stream, new_header
+from encryption.keys import profile_names
 from storage.s3 import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,3 +305,18 @@ def add_s3(app, storage_id: str, endpoint: str, bucket: str, **settings):
         )
     finally:
         db.close()
+
+
+def seal(app, profile_name: str, plain: bytes) -> bytes:
+    """`plain` in Oncelink's encrypted format, under a profile created for it (or the existing one)."""
+    keyring = app.extensions["oncelink_keyring"]
+    db = connect(app.config["DATABASE"])
+    try:
+        if profile_name not in profile_names(db).values():
+            keyring.create(db, profile_name, time.time())
+        profile, key = keyring.by_name(db, profile_name)
+    finally:
+        db.close()
+    sealed = io.BytesIO()
+    encrypt_stream(io.BytesIO(plain), sealed, key, new_header(bytes.fromhex(profile.id)))
+    return sealed.getvalue()

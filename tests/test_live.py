@@ -52,6 +52,24 @@ def link_record(server, url: str):
         db.close()
 
 
+def mint_over_http(server, key: str, storage: str, body: dict) -> tuple[int, dict]:
+    answer = curl(
+        "-X",
+        "POST",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps(body),
+        "-w",
+        "\n%{http_code}",
+        f"{server.url}/api/storage/{storage}/download-url",
+    )
+    payload, status = answer.stdout.rsplit("\n", 1)
+    return int(status), json.loads(payload)
+
+
 def wait_for(condition, what: str, timeout: float = 20):
     """Poll until `condition()` is truthy; the bound only keeps a broken build from hanging."""
     deadline = time.monotonic() + timeout
@@ -267,17 +285,6 @@ def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
         "users", "create", "robot", "--role", "operator", "--password-stdin", stdin="long enough password\n"
     )
     key = flask("apikeys", "create", "--user", "robot")
-    answer = curl(
-        "-X",
-        "POST",
-        "-H",
-        f"Authorization: Bearer {key}",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        '{"file": "small.tar.gz", "uses": 2}',
-        f"{live_server.url}/api/storage/local/download-url",
-    )
-    minted = json.loads(answer.stdout)
-    assert minted["success"] is True and minted["uses"] == 2
+    status, minted = mint_over_http(live_server, key, "local", {"file": "small.tar.gz", "uses": 2})
+    assert status == 200 and minted["success"] is True and minted["uses"] == 2
     assert [status_of(minted["url"]) for _ in range(3)] == [200, 200, 401]

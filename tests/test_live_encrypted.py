@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import time
 
 import pytest
 
-from db import connect
-from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE, encrypt_stream, new_header
+from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE
+from tests.conftest import seal
 from tests.test_live import MIB, curl, interrupted, link_record, outcome_events, status_of, token_of, wait_for
 
 SIZE = 24 * MIB + 4321
@@ -19,18 +17,11 @@ SIZE = 24 * MIB + 4321
 @pytest.fixture(scope="module")
 def dump(live_server) -> tuple[bytes, bytes]:
     """A plaintext dump and its encrypted form, stored as dump.sql.gz.enc."""
-    app = live_server.app
-    db = connect(app.config["DATABASE"])
-    keyring = app.extensions["oncelink_keyring"]
-    profile = keyring.create(db, "main", time.time())
-    key = keyring.by_name(db, "main")[1]
-    db.close()
     plain = os.urandom(MIB) * (SIZE // MIB) + os.urandom(SIZE % MIB)
-    sealed = io.BytesIO()
-    encrypt_stream(io.BytesIO(plain), sealed, key, new_header(bytes.fromhex(profile.id)))
+    sealed = seal(live_server.app, "main", plain)
     live_server.backups.mkdir(parents=True, exist_ok=True)
-    (live_server.backups / "dump.sql.gz.enc").write_bytes(sealed.getvalue())
-    return plain, sealed.getvalue()
+    (live_server.backups / "dump.sql.gz.enc").write_bytes(sealed)
+    return plain, sealed
 
 
 def test_curl_and_wget_get_the_plain_dump(live_server, dump, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import socket
 import subprocess
@@ -15,9 +13,17 @@ import pytest
 
 from core.accounts import create_api_key, create_user
 from db import connect
-from encryption.format import encrypt_stream, new_header
-from tests.conftest import add_s3
-from tests.test_live import MIB, curl, interrupted, link_record, outcome_events, status_of, wait_for
+from tests.conftest import add_s3, seal
+from tests.test_live import (
+    MIB,
+    curl,
+    interrupted,
+    link_record,
+    mint_over_http,
+    outcome_events,
+    status_of,
+    wait_for,
+)
 
 BUCKET = "live"
 DATA = os.urandom(MIB) * 40 + os.urandom(12345)
@@ -31,24 +37,6 @@ def operator_key(live_server) -> str:
         return create_api_key(db, "s3-operator", time.time())[0]
     finally:
         db.close()
-
-
-def mint_over_http(server, key: str, storage: str, body: dict) -> tuple[int, dict]:
-    answer = curl(
-        "-X",
-        "POST",
-        "-H",
-        f"Authorization: Bearer {key}",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        json.dumps(body),
-        "-w",
-        "\n%{http_code}",
-        f"{server.url}/api/storage/{storage}/download-url",
-    )
-    payload, status = answer.stdout.rsplit("\n", 1)
-    return int(status), json.loads(payload)
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +93,7 @@ def test_wget_continue_resumes(live_server, s3, tmp_path):
 
 
 def test_decrypted_download_of_an_encrypted_object(live_server, s3, tmp_path):
-    app = live_server.app
-    db = connect(app.config["DATABASE"])
-    keyring = app.extensions["oncelink_keyring"]
-    profile = keyring.create(db, "s3key", time.time())
-    key = keyring.by_name(db, "s3key")[1]
-    db.close()
-    sealed = io.BytesIO()
-    encrypt_stream(io.BytesIO(DATA), sealed, key, new_header(bytes.fromhex(profile.id)))
-    s3.put_object(Bucket=BUCKET, Key="backups/db.sql.gz.enc", Body=sealed.getvalue())
+    s3.put_object(Bucket=BUCKET, Key="backups/db.sql.gz.enc", Body=seal(live_server.app, "s3key", DATA))
     result = curl("-OJ", "-w", "%{http_code}", live_server.link("db.sql.gz.enc", storage="s3"), cwd=tmp_path)
     assert result.stdout == "200" and (tmp_path / "db.sql.gz").read_bytes() == DATA
     url = live_server.link("db.sql.gz.enc", storage="s3")
