@@ -125,6 +125,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_listening(process: subprocess.Popen, port: int, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{name} exited at start"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not start listening")
+
+
 @dataclass
 class LiveServer:
     """A real gunicorn, started as `make serve` starts it, on a free loopback port."""
@@ -170,15 +182,8 @@ class LiveServer:
             )
         command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "gunicorn exited at start"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start listening")
+        wait_until_listening(self.process, self.port, "gunicorn")
+        return self
 
     def children(self, pid: int) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
@@ -245,15 +250,8 @@ class MotoServer:
         self.process = subprocess.Popen(
             command, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "moto_server exited at start"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("moto_server did not start listening")
+        wait_until_listening(self.process, self.port, "moto_server")
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

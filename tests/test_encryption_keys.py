@@ -68,6 +68,13 @@ def flask(app, *args: str, stdin: bytes | None = None) -> subprocess.CompletedPr
     return subprocess.run(command, input=stdin, cwd=ROOT, env=env, capture_output=True, timeout=120)
 
 
+def decrypt_offline(kit: Path, source: Path, target: Path) -> subprocess.CompletedProcess:
+    """tools/decrypt.py, as someone would run it with nothing but the kit."""
+    return subprocess.run(
+        [sys.executable, str(TOOL), "--kit", str(kit), str(source), str(target)], capture_output=True
+    )
+
+
 def test_pipeline_through_encrypt_and_decrypt_commands_and_the_offline_tool(app, tmp_path):
     assert app.test_cli_runner().invoke(args=["keys", "create", "main"]).exit_code == 0
     dump = os.urandom(300_000)
@@ -78,17 +85,7 @@ def test_pipeline_through_encrypt_and_decrypt_commands_and_the_offline_tool(app,
     decrypted = flask(app, "decrypt", str(tmp_path / "dump.enc"), str(tmp_path / "dump"))
     assert decrypted.returncode == 0 and (tmp_path / "dump").read_bytes() == dump
     (tmp_path / "kit.txt").write_bytes(flask(app, "keys", "export", "main").stdout)
-    offline = subprocess.run(
-        [
-            sys.executable,
-            str(TOOL),
-            "--kit",
-            str(tmp_path / "kit.txt"),
-            str(tmp_path / "dump.enc"),
-            str(tmp_path / "offline"),
-        ],
-        capture_output=True,
-    )
+    offline = decrypt_offline(tmp_path / "kit.txt", tmp_path / "dump.enc", tmp_path / "offline")
     assert offline.returncode == 0 and (tmp_path / "offline").read_bytes() == dump
     piped = subprocess.run(
         [sys.executable, str(TOOL), "--kit", str(tmp_path / "kit.txt"), "-", "-"],
@@ -114,17 +111,7 @@ def test_damaged_files_are_refused_and_leave_no_output(app, tmp_path):
     assert result.returncode != 0 and b"failed authentication" in result.stderr
     assert not (tmp_path / "out").exists()
     (tmp_path / "kit.txt").write_bytes(flask(app, "keys", "export", "main").stdout)
-    offline = subprocess.run(
-        [
-            sys.executable,
-            str(TOOL),
-            "--kit",
-            str(tmp_path / "kit.txt"),
-            str(tmp_path / "bad.enc"),
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-    )
+    offline = decrypt_offline(tmp_path / "kit.txt", tmp_path / "bad.enc", tmp_path / "out")
     assert offline.returncode == 1 and not (tmp_path / "out").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     not_encrypted = flask(app, "decrypt", str(tmp_path / "plain"), "-")
