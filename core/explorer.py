@@ -20,8 +20,11 @@ class ListedEntry:
 
 
 def _encryption_of(storage: Storage, entry: Entry, names: dict[str, str]) -> tuple[bool, str | None]:
-    """Read only the header: one small read per file."""
+    """Read only the header: one small read per file; on remote storages only for `.enc` names,
+    so that listing a bucket of thousands of objects does not cost thousands of GETs."""
     if entry.is_dir or entry.size < HEADER_SIZE:
+        return False, None
+    if not storage.cheap_reads and not entry.name.endswith(".enc"):
         return False, None
     try:
         with storage.open(entry.path) as source:

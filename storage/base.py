@@ -39,6 +39,7 @@ class Entry:
 
 class Storage(Protocol):
     redirects: bool  # stored bytes may be handed out as a presigned URL instead of through us
+    cheap_reads: bool  # reading a few bytes costs no request (worth sniffing every file's header)
 
     def check(self) -> str:
         """A sentence saying the storage answers; StorageError saying what is wrong otherwise."""

@@ -109,6 +109,8 @@ class S3Object(io.RawIOBase):
 
 
 class S3Storage:
+    cheap_reads = False  # every read is a request
+
     def __init__(self, settings: S3Settings):
         self.settings = settings
         self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""

@@ -10,7 +10,7 @@ import pytest
 from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
 from storage.s3 import S3Settings, S3Storage
-from tests.conftest import add_s3, mint
+from tests.conftest import add_s3, mint, seal
 from tests.test_storage_local import HOSTILE_PATHS
 
 BUCKET = "s3-tests"
@@ -216,3 +216,15 @@ def test_redirect_mode_through_the_test_client(app, client, bucket):
     assert "X-Amz-Expires=30" in response.headers["Location"]
     assert response.headers["Cache-Control"] == "no-store"
     assert client.get(f"/api/storage/public-download?token={token}").status_code == 401
+
+
+def test_listing_reads_headers_of_enc_objects_only(app, client, auth, bucket):
+    sealed = seal(app, "main", b"secret dump")
+    s3 = bucket.client()
+    s3.put_object(Bucket=BUCKET, Key="enc/dump.sql.gz.enc", Body=sealed)
+    s3.put_object(Bucket=BUCKET, Key="enc/unlabelled.bin", Body=sealed)
+    add_s3(app, "offsite", bucket.url, BUCKET)
+    auth.login("viewer")
+    entries = {e["name"]: e for e in client.get("/api/storage/offsite/files?path=enc").get_json()["entries"]}
+    assert (entries["dump.sql.gz.enc"]["encrypted"], entries["dump.sql.gz.enc"]["profile"]) == (True, "main")
+    assert entries["unlabelled.bin"]["encrypted"] is False  # not sniffed: one GET per object is not cheap
