@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from blueprints.guards import api_error
+from blueprints.pages import is_htmx
 from core.accounts import AccountError
 from core.downloads import RangeNotSatisfiable
 from core.links import InvalidLinkRequest, LinkNotFound
@@ -37,6 +38,8 @@ STATUS_FOR = {
 def respond(status: int, message: str):
     if request.path.startswith("/api/"):
         return api_error(status, message)
+    if is_htmx():  # swapped into the part of the page that asked, as the message
+        return render_template("errors/_error.html", status=status, message=message), status
     return render_template("errors/error.html", status=status, message=message), status
 
 
