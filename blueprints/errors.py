@@ -12,6 +12,7 @@ from blueprints.guards import api_error
 from blueprints.pages import is_htmx
 from core.accounts import AccountError
 from core.downloads import RangeNotSatisfiable
+from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
 from encryption.format import FormatError, IntegrityError
@@ -36,6 +37,9 @@ STATUS_FOR = {
 
 
 def respond(status: int, message: str):
+    if request.blueprint == "public" and prefers_html(request.headers.get("Accept")):
+        # A person who opened a link in a browser: a page, without a session cookie.
+        return render_template("public/landing.html", status=status, message=message), status
     if request.path.startswith("/api/"):
         return api_error(status, message)
     if is_htmx():  # swapped into the part of the page that asked, as the message
