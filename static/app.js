@@ -14,7 +14,8 @@
 
   // Content loaded into a dialog opens it; a menu closes once one of its actions is chosen.
   document.addEventListener("htmx:afterSwap", function (event) {
-    const dialog = event.detail.target.closest("dialog");
+    const target = event.detail && event.detail.target;
+    const dialog = target && target.closest ? target.closest("dialog") : null;
     if (dialog && !dialog.open) dialog.showModal();
     tick();
   });
