@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, explorer, keys, link_history, links, public, storages
+from blueprints import accounts, admin, explorer, keys, link_history, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.leases import LeaseKeeper
@@ -97,7 +97,7 @@ def create_app(config: dict | None = None) -> Flask:
     master_key = load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY"))
     app.extensions["oncelink_keyring"] = Keyring(master_key)
 
-    for blueprint in (accounts.bp, explorer.bp, link_history.bp, links.bp, public.bp, storages.bp):
+    for blueprint in (accounts.bp, admin.bp, explorer.bp, link_history.bp, links.bp, public.bp, storages.bp):
         app.register_blueprint(blueprint)
     for group in (
         accounts.users_cli,

@@ -1,0 +1,96 @@
+"""Admin pages: users (create, role, disable, reset password) and API keys (create once, revoke).
+
+Plain forms with a redirect after each change (no htmx needed), all behind the `admin` permission.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, flash, render_template, request, url_for
+from flask_login import current_user
+
+from blueprints.pages import hx_redirect, page_permission
+from core import accounts
+from db import get_db
+from db.users import list_api_keys, list_users, revoke_api_key
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def users_page():
+    return render_template(
+        "admin/users.html", users=list_users(get_db()), roles=sorted(accounts.ROLE_PERMISSIONS)
+    )
+
+
+@bp.get("/users")
+@page_permission("admin")
+def users():
+    return users_page()
+
+
+@bp.post("/users")
+@page_permission("admin")
+def create_user():
+    form = request.form
+    user = accounts.create_user(
+        get_db(), form.get("name", ""), form.get("password", ""), form.get("role", ""), time.time()
+    )
+    flash(f"User {user.name} created ({user.role}).", "ok")
+    return hx_redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>")
+@page_permission("admin")
+def change_user(user_id: int):
+    form = request.form
+    user = accounts.change_user(
+        get_db(), user_id, form.get("role", ""), form.get("disabled") == "1", current_user
+    )
+    flash(f"{user.name}: {user.role}" + (", disabled." if user.disabled else "."), "ok")
+    return hx_redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/password")
+@page_permission("admin")
+def reset_password(user_id: int):
+    accounts.reset_password(get_db(), user_id, request.form.get("password", ""))
+    flash("Password changed.", "ok")
+    return hx_redirect(url_for("admin.users"))
+
+
+def keys_page(new_key: str | None = None):
+    db = get_db()
+    names = {user.id: user.name for user in list_users(db)}
+    return render_template(
+        "admin/keys.html", keys=list_api_keys(db), names=names, new_key=new_key, now=time.time()
+    )
+
+
+@bp.get("/keys")
+@page_permission("admin")
+def keys():
+    return keys_page()
+
+
+@bp.post("/keys")
+@page_permission("admin")
+def create_key():
+    """The key is shown in this answer only: it is stored as a hash, so no redirect could show it."""
+    days = request.form.get("expires_days", "").strip()
+    if days and not days.isdigit():
+        raise accounts.AccountError("Days until expiry must be a whole number.")
+    key, _ = accounts.create_api_key(
+        get_db(), request.form.get("user", ""), time.time(), int(days) if days else None
+    )
+    response = keys_page(new_key=key)
+    return response, 201, {"Cache-Control": "no-store"}
+
+
+@bp.post("/keys/<int:key_id>/revoke")
+@page_permission("admin")
+def revoke_key(key_id: int):
+    if revoke_api_key(get_db(), key_id, time.time()):
+        flash(f"Key {key_id} revoked.", "ok")
+    return hx_redirect(url_for("admin.keys"))
