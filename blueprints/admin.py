@@ -1,4 +1,4 @@
-"""Admin pages: users (create, role, disable, reset password) and API keys (create once, revoke).
+"""Admin pages: users, API keys (shown once) and encryption profiles (create, export the recovery kit).
 
 Plain forms with a redirect after each change (no htmx needed), all behind the `admin` permission.
 """
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, flash, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, render_template, request, url_for
 from flask_login import current_user
 
 from blueprints.pages import hx_redirect, page_permission
 from core import accounts
 from db import get_db
 from db.users import list_api_keys, list_users, revoke_api_key
+from encryption.keys import Keyring, list_profiles, recovery_kit
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -94,3 +95,32 @@ def revoke_key(key_id: int):
     if revoke_api_key(get_db(), key_id, time.time()):
         flash(f"Key {key_id} revoked.", "ok")
     return hx_redirect(url_for("admin.keys"))
+
+
+def keyring() -> Keyring:
+    return current_app.extensions["oncelink_keyring"]
+
+
+@bp.get("/profiles")
+@page_permission("admin")
+def profiles():
+    return render_template("admin/profiles.html", profiles=list_profiles(get_db()))
+
+
+@bp.post("/profiles")
+@page_permission("admin")
+def create_profile():
+    profile = keyring().create(get_db(), request.form.get("name", "").strip(), time.time())
+    flash(f"Profile {profile.name} created. Export its recovery kit now and keep it offline.", "ok")
+    return hx_redirect(url_for("admin.profiles"))
+
+
+@bp.post("/profiles/<name>/kit")
+@page_permission("admin")
+def export_kit(name: str) -> Response:
+    """A POST (CSRF-checked, never cached or prefetched) that downloads the kit as a text file."""
+    profile, key = keyring().by_name(get_db(), name)
+    response = Response(recovery_kit(profile, key), mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'attachment; filename="oncelink-kit-{profile.name}.txt"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -16,7 +16,7 @@ from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
 from encryption.format import FormatError, IntegrityError
-from encryption.keys import ProfileMissing
+from encryption.keys import ProfileError, ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ STATUS_FOR = {
     NotAFile: 400,
     InvalidLinkRequest: 400,
     AccountError: 400,
+    ProfileError: 400,
     UnknownStorage: 404,
     FileMissing: 404,
     LinkNotFound: 404,

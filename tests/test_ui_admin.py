@@ -74,3 +74,23 @@ def test_api_key_is_shown_once_and_can_be_revoked(app, client, auth, db):
     token = csrf_token_from(client.get("/admin/keys").text)
     assert client.post(f"/admin/keys/{record.id}/revoke", data={"csrf_token": token}).status_code == 303
     assert client.get("/api/links", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_encryption_profiles_create_and_export(app, client, auth):
+    auth.login("admin")
+    assert client.post("/admin/profiles", data={"name": "main"}).status_code == 400  # CSRF
+    response = client.post("/admin/profiles", data={"name": "main", "csrf_token": auth.csrf_token})
+    assert response.status_code == 303
+    assert "<code>" in client.get("/admin/profiles").text
+    again = client.post("/admin/profiles", data={"name": "main", "csrf_token": auth.csrf_token})
+    assert again.status_code == 400 and "exists already" in again.text
+    kit = client.post("/admin/profiles/main/kit", data={"csrf_token": auth.csrf_token})
+    assert kit.status_code == 200 and "Oncelink recovery kit" in kit.text and "key id:" in kit.text
+    assert kit.headers["Content-Disposition"] == 'attachment; filename="oncelink-kit-main.txt"'
+    assert kit.headers["Cache-Control"] == "no-store"
+
+
+def test_operator_cannot_export_a_kit(client, auth):
+    auth.login("operator")
+    assert client.get("/admin/profiles").status_code == 403
+    assert client.post("/admin/profiles/main/kit", data={"csrf_token": auth.csrf_token}).status_code == 403
