@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, keys, links, public, storages
+from blueprints import accounts, admin, explorer, keys, link_history, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.downloads import Serving
@@ -99,7 +99,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
 
-    for blueprint in (accounts.bp, links.bp, public.bp, storages.bp):
+    for blueprint in (accounts.bp, admin.bp, explorer.bp, link_history.bp, links.bp, public.bp, storages.bp):
         app.register_blueprint(blueprint)
     for group in (
         accounts.users_cli,

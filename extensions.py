@@ -1,10 +1,30 @@
-"""Flask extensions, created unbound here and bound to the app in create_app()."""
+"""Flask extensions, created unbound here and bound to the app in create_app(); and accessors for
+the app's own services."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
+if TYPE_CHECKING:
+    from core.downloads import Serving
+    from encryption.keys import Keyring
+
 csrf = CSRFProtect()
 login_manager = LoginManager()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def keyring() -> Keyring:
+    """The app's keyring: profile keys and storage secrets, opened with the master key."""
+    return current_app.extensions["oncelink_keyring"]
+
+
+def serving() -> Serving:
+    """What the public download needs besides the database."""
+    return current_app.extensions["oncelink_serving"]

@@ -9,12 +9,14 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from blueprints.guards import api_error
+from blueprints.pages import is_htmx
 from core.accounts import AccountError
 from core.downloads import RangeNotSatisfiable
+from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
 from encryption.format import FormatError, IntegrityError
-from encryption.keys import ProfileMissing
+from encryption.keys import ProfileError, ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ STATUS_FOR = {
     NotAFile: 400,
     InvalidLinkRequest: 400,
     AccountError: 400,
+    ProfileError: 400,
     UnknownStorage: 404,
     FileMissing: 404,
     LinkNotFound: 404,
@@ -35,8 +38,13 @@ STATUS_FOR = {
 
 
 def respond(status: int, message: str):
+    if request.blueprint == "public" and prefers_html(request.headers.get("Accept")):
+        # A person who opened a link in a browser: a page, without a session cookie.
+        return render_template("public/landing.html", status=status, message=message), status
     if request.path.startswith("/api/"):
         return api_error(status, message)
+    if is_htmx():  # swapped into the part of the page that asked, as the message
+        return render_template("errors/_error.html", status=status, message=message), status
     return render_template("errors/error.html", status=status, message=message), status
 
 

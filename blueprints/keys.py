@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 import click
-from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from db import get_db
@@ -23,13 +22,10 @@ from encryption.format import (
     new_header,
     read_header,
 )
-from encryption.keys import Keyring, ProfileError, ProfileMissing, list_profiles, parse_kit, recovery_kit
+from encryption.keys import ProfileError, ProfileMissing, list_profiles, parse_kit, recovery_kit
+from extensions import keyring
 
 keys_cli = AppGroup("keys", help="Manage encryption profiles.")
-
-
-def keyring() -> Keyring:
-    return current_app.extensions["oncelink_keyring"]
 
 
 @keys_cli.command("create")

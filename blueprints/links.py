@@ -26,7 +26,7 @@ from core.links import (
 from db import get_db
 from db.events import Client, list_events
 from db.links import Link, list_links
-from extensions import csrf
+from extensions import csrf, keyring
 
 bp = Blueprint("links", __name__)
 csrf.exempt(bp)  # checked in api_permission for session callers; API keys need none
@@ -97,8 +97,7 @@ def mint(
 ) -> MintedLink:
     """Create the link, and drop links long dead while we are at it."""
     db, now = get_db(), time.time()
-    keyring = current_app.extensions["oncelink_keyring"]
-    minted = create_link(db, storage_id, link_request, keyring, creator, now, client)
+    minted = create_link(db, storage_id, link_request, keyring(), creator, now, client)
     purge_dead_links(db, float(current_app.config["LINK_RETENTION"]), now)
     return minted
 

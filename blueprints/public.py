@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, redirect, request
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from werkzeug.http import http_date
 from werkzeug.wsgi import FileWrapper
 
 from blueprints.guards import api_error, request_client
+from blueprints.links import iso
 from core.bodies import TrackedFile
 from core.downloads import (
     Download,
     DownloadRequest,
+    Serving,
     content_disposition,
     inspect_download,
     start_download,
 )
+from core.landing import wants_landing_page
 from db import get_db
-from extensions import limiter
+from extensions import limiter, serving
 
 bp = Blueprint("public", __name__)
 
@@ -48,6 +51,20 @@ def file_response(download: Download) -> Response:
     return response
 
 
+def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
+    """Name, size and expiry, and a Download button; looking at it never uses the link."""
+    download = inspect_download(get_db(), asked, serving, time.time(), event="preview")
+    page = render_template(
+        "public/landing.html",
+        download=download,
+        expires_at=iso(download.link.expires_at),
+        download_url=url_for("public.download", token=asked.token, download="1"),
+    )
+    response = Response(page, mimetype="text/html")
+    response.vary.update(("Accept", "User-Agent"))
+    return response
+
+
 @bp.after_request
 def keep_links_private(response: Response) -> Response:
     """No cache keeps a copy, and no page reached from here learns the link, errors included."""
@@ -72,10 +89,13 @@ def download() -> Response:
         request.headers.get("If-Range"),
         request_client(),
     )
-    serving = current_app.extensions["oncelink_serving"]
+    if request.method == "GET" and wants_landing_page(
+        request.headers.get("Accept"), request.user_agent.string, request.args.get("download") == "1"
+    ):
+        return landing_page(asked, serving())
     if request.method == "HEAD":
-        return file_response(inspect_download(get_db(), asked, serving, time.time()))
-    download = start_download(get_db(), asked, serving, time.time())
+        return file_response(inspect_download(get_db(), asked, serving(), time.time()))
+    download = start_download(get_db(), asked, serving(), time.time())
     if download.redirect_url:
         return redirect(download.redirect_url, code=302)
     return file_response(download)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import click
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
@@ -20,16 +20,12 @@ from core.storages import (
 )
 from db import get_db
 from db.storages import list_storages
-from encryption.keys import Keyring
+from extensions import keyring
 from storage.base import StorageError
 from storage.s3 import S3Settings
 
 bp = Blueprint("storages", __name__)
 storages_cli = AppGroup("storages", help="Add, list and test storages.")
-
-
-def keyring() -> Keyring:
-    return current_app.extensions["oncelink_keyring"]
 
 
 @bp.get("/api/storages")

@@ -114,3 +114,30 @@ def user_for_api_key(db: Database, key: str, now: float) -> User | None:
         return None
     record = queries.user_for_key_hash(db, hash_secret(key), now)
     return _user(record) if record else None
+
+
+def _other_user(db: Database, user_id: int, acting: User) -> queries.UserRecord:
+    """A user an admin may change; never themselves, so that nobody locks the last admin out."""
+    record = queries.get_user(db, user_id)
+    if record is None:
+        raise AccountError(f"No user {user_id}.")
+    if record.id == acting.id:
+        raise AccountError("You cannot change your own role or access; ask another admin.")
+    return record
+
+
+def change_user(db: Database, user_id: int, role: str, disabled: bool, acting: User) -> User:
+    """Set a user's role and whether they may sign in (a disabled user's API keys stop too)."""
+    _other_user(db, user_id, acting)
+    if role not in ROLE_PERMISSIONS:
+        raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(ROLE_PERMISSIONS)}.")
+    queries.update_user(db, user_id, role=role, disabled=int(disabled))
+    return _user(queries.get_user(db, user_id))
+
+
+def reset_password(db: Database, user_id: int, password: str) -> None:
+    if queries.get_user(db, user_id) is None:
+        raise AccountError(f"No user {user_id}.")
+    if len(password) < 8:
+        raise AccountError("A password has at least 8 characters.")
+    queries.update_user(db, user_id, password_hash=generate_password_hash(password))

@@ -175,11 +175,13 @@ def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) 
         raise
 
 
-def inspect_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
-    """What a GET would send, without claiming the link (HEAD)."""
+def inspect_download(
+    db: Database, request: DownloadRequest, serving: Serving, now: float, event: str = "head"
+) -> Download:
+    """What a GET would send, without claiming the link (HEAD, or `preview` for the landing page)."""
     opened = _open(db, request, serving.keyring, now)
     opened.source.close()
-    record_link_event(db, "head", opened.download.link, now, request.client)
+    record_link_event(db, event, opened.download.link, now, request.client)
     return opened.download
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from core.accounts import User
+from core.downloads import decrypted_name
+from core.explorer import ListedEntry, describe_file
 from core.tokens import hash_token, new_token
 from db import links as queries
 from db.events import Client, record_link_event
@@ -129,3 +131,39 @@ def describe_duration(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}" + ("s" if count != 1 else "")
     return f"{seconds} second" + ("s" if seconds != 1 else "")
+
+
+def revoke_if_unused(db: Database, link_id: int, by: User, now: float, client: Client = Client()) -> Link:
+    """Regenerating a link: the one it replaces is revoked unless somebody already used it."""
+    link = visible_link(db, link_id, by)
+    if link.uses == 0 and link.state(now) == "active":
+        return revoke_link(db, link_id, by, now, client)
+    return link
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A link minted from the browser, with the name its download will carry (for the commands)."""
+
+    minted: MintedLink
+    file: ListedEntry
+    filename: str
+
+
+def issue_link(
+    db: Database,
+    storage_id: str,
+    request: LinkRequest,
+    keyring: Keyring,
+    user: User,
+    now: float,
+    client: Client = Client(),
+    replaces: int | None = None,
+) -> IssuedLink:
+    """Mint a link for the link dialog; `replaces` is the link that "Regenerate" retires."""
+    file = describe_file(db, storage_id, request.file, keyring)
+    if replaces is not None:
+        revoke_if_unused(db, replaces, user, now, client)
+    minted = create_link(db, storage_id, request, keyring, user, now, client)
+    delivered = decrypted_name(file.entry.name) if file.encrypted and request.decrypt else file.entry.name
+    return IssuedLink(minted, file, delivered)

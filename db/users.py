@@ -104,3 +104,11 @@ def revoke_api_key(db: Database, key_id: int, now: float) -> bool:
         "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [now, key_id]
     )
     return cursor.rowcount == 1
+
+
+def update_user(db: Database, user_id: int, **fields) -> None:
+    """Set some of role, disabled, password_hash (the names are ours, never the caller's input)."""
+    allowed = {"role", "disabled", "password_hash"}
+    assert set(fields) <= allowed, fields
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    db.execute(f"UPDATE users SET {assignments} WHERE id = ?", [*fields.values(), user_id])

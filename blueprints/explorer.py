@@ -1,0 +1,143 @@
+"""The storage explorer: folder listings, the signed-in user's own download, and the link dialog."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from flask import Blueprint, Response, request, url_for
+from flask_login import current_user
+from werkzeug.datastructures import MultiDict
+
+from blueprints.guards import request_client
+from blueprints.links import iso, link_limits, public_url
+from blueprints.pages import clock, human_size, page_permission, render_htmx, utc_time
+from blueprints.public import file_response
+from core.commands import fetch_commands
+from core.direct import open_direct
+from core.explorer import FolderQuery, breadcrumbs, browse_folder, describe_file
+from core.links import (
+    InvalidLinkRequest,
+    LinkLimits,
+    LinkRequest,
+    describe_duration,
+    issue_link,
+    parse_link_request,
+)
+from db import get_db
+from db.storages import list_storages
+from extensions import keyring
+
+bp = Blueprint("explorer", __name__)
+bp.add_app_template_filter(human_size, "filesize")
+bp.add_app_template_filter(utc_time, "utc")
+bp.add_app_template_filter(clock, "clock")
+
+TTL_PRESETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def folder_query(args: MultiDict) -> FolderQuery:
+    sort = args.get("sort", "name")
+    return FolderQuery(
+        folder=args.get("path", ""),
+        sort=sort if sort in ("name", "size", "date") else "name",
+        descending=args.get("order") == "desc",
+        filter=args.get("q", "").strip(),
+        page=args.get("page", 1, type=int) or 1,
+    )
+
+
+def folder_url(storage_id: str, query: FolderQuery, **changes) -> str:
+    """The explorer URL for `query` with some fields changed; defaults are left out of the URL."""
+    q = dataclasses.replace(query, **changes)
+    args = {
+        "path": q.folder,
+        "sort": q.sort if q.sort != "name" else "",
+        "order": "desc" if q.descending else "",
+        "q": q.filter,
+        "page": q.page if q.page > 1 else "",
+    }
+    return url_for("explorer.browse", storage_id=storage_id, **{k: v for k, v in args.items() if v})
+
+
+@bp.get("/browse/<storage_id>")
+@page_permission("storage:read")
+def browse(storage_id: str):
+    listing = browse_folder(get_db(), storage_id, folder_query(request.args), keyring())
+    return render_htmx(
+        "explorer/page.html",
+        "explorer/_listing.html",
+        storage_id=storage_id,
+        storages=list_storages(get_db()),
+        listing=listing,
+        crumbs=breadcrumbs(listing.query.folder),
+        folder_url=lambda **changes: folder_url(storage_id, listing.query, **changes),
+    )
+
+
+@bp.get("/browse/<storage_id>/file")
+@page_permission("storage:download")
+def download(storage_id: str) -> Response:
+    response = file_response(open_direct(get_db(), storage_id, request.args.get("path", ""), keyring()))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def ttl_choices(limits: LinkLimits) -> list[tuple[int, str]]:
+    seconds = sorted({ttl for ttl in TTL_PRESETS if ttl <= limits.max_ttl} | {limits.default_ttl})
+    return [(ttl, describe_duration(ttl)) for ttl in seconds]
+
+
+def link_request_from_form(form: MultiDict, limits: LinkLimits) -> LinkRequest:
+    """The dialog's fields as the JSON API would receive them, checked by the same rules."""
+    data: dict = {"file": form.get("path", ""), "decrypt": form.get("decrypt", "1") != "0"}
+    for field in ("ttl", "uses"):
+        value = form.get(field, "").strip()
+        if value:
+            if not value.isdigit():
+                raise InvalidLinkRequest(f"'{field}' must be a whole number.")
+            data[field] = int(value)
+    return parse_link_request(data, limits)
+
+
+@bp.get("/browse/<storage_id>/link")
+@page_permission("storage:download")
+def link_form(storage_id: str):
+    limits = link_limits()
+    return render_htmx(
+        "explorer/link.html",
+        "explorer/_link_form.html",
+        storage_id=storage_id,
+        file=describe_file(get_db(), storage_id, request.args.get("path", ""), keyring()),
+        ttl_choices=ttl_choices(limits),
+        limits=limits,
+    )
+
+
+@bp.post("/browse/<storage_id>/link")
+@page_permission("storage:download")
+def mint_link(storage_id: str):
+    link_request = link_request_from_form(request.form, link_limits())
+    issued = issue_link(
+        get_db(),
+        storage_id,
+        link_request,
+        keyring(),
+        current_user._get_current_object(),
+        time.time(),
+        request_client(),
+        replaces=request.form.get("replaces", type=int),
+    )
+    url = public_url(issued.minted.token)
+    return render_htmx(
+        "explorer/link.html",
+        "explorer/_link_result.html",
+        storage_id=storage_id,
+        issued=issued,
+        link=issued.minted.link,
+        request_=link_request,
+        url=url,
+        expires_at=iso(issued.minted.link.expires_at),
+        server_now=iso(time.time()),
+        commands=fetch_commands(url, issued.filename),
+    )

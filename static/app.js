@@ -1,0 +1,90 @@
+// Oncelink's progressive enhancement: CSRF for htmx, the link dialog, its countdown and copy buttons.
+// Everything here is optional: without JavaScript the pages still work as plain links and forms.
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-CSRFToken"] = csrfToken();
+  });
+
+  // Content loaded into a dialog opens it; a menu closes once one of its actions is chosen.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    const target = event.detail && event.detail.target;
+    const dialog = target && target.closest ? target.closest("dialog") : null;
+    if (dialog && !dialog.open) dialog.showModal();
+    tick();
+  });
+  document.addEventListener("click", function (event) {
+    const item = event.target.closest(".menu-items a");
+    const menu = item && item.closest("details");
+    if (menu) menu.open = false;
+  });
+
+  function pad(n) {
+    return String(n).padStart(2, "0");
+  }
+
+  function clock(seconds) {
+    const h = Math.floor(seconds / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    const s = seconds % 60;
+    return h ? h + ":" + pad(m) + ":" + pad(s) : pad(m) + ":" + pad(s);
+  }
+
+  // Recomputed from the server's absolute expiresAt on every tick, never counted down, so the
+  // clock is right after a slow response, a background tab or a laptop waking from sleep.
+  function tick() {
+    document.querySelectorAll("[data-expires-at]").forEach(function (box) {
+      const left = Math.ceil((Date.parse(box.dataset.expiresAt) - Date.now()) / 1000);
+      const countdown = box.querySelector(".countdown");
+      if (left > 0) {
+        if (countdown) countdown.textContent = clock(left);
+        return;
+      }
+      if (box.classList.contains("expired")) return;
+      box.classList.add("expired");
+      box.querySelectorAll("[data-copy]").forEach(function (button) { button.disabled = true; });
+      const live = box.querySelector(".live");
+      if (live) live.hidden = true;
+      const note = box.querySelector(".expired-note");
+      if (note) note.hidden = false;
+    });
+  }
+  setInterval(tick, 250);
+  document.addEventListener("DOMContentLoaded", tick);
+
+  function copied(button, text) {
+    const label = button.textContent;
+    button.textContent = text;
+    setTimeout(function () { button.textContent = label; }, 1500);
+  }
+
+  function selectText(element) {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-copy]");
+    if (!button || button.disabled) return;
+    const source = document.getElementById(button.dataset.copy);
+    const text = source.value !== undefined ? source.value : source.textContent;
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(
+        function () { copied(button, "Copied"); },
+        function () { selectText(source); copied(button, "Press Ctrl+C"); }
+      );
+    } else {
+      selectText(source); // plain http: no clipboard API, so leave the text selected to copy by hand
+      copied(button, "Press Ctrl+C");
+    }
+  });
+})();

@@ -1,0 +1,204 @@
+"""End to end in a real browser: Debian's Chromium, driven by Playwright, against real gunicorn.
+
+Sign in, browse, open the link dialog, watch the countdown, copy the curl command and run it,
+see the link used, revoke, regenerate, and open a public link as a person would. The run also
+refreshes the screenshots in docs/screenshots/ that the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from core.accounts import create_user
+from db import connect
+from tests.conftest import PASSWORD, ROOT, mint
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+DUMP = os.urandom(300_000)
+NAME = "db 2026's dump.sql.gz"  # a space and a quote: the command must quote it
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(live_server):
+    (live_server.backups / "nightly").mkdir(parents=True, exist_ok=True)
+    (live_server.backups / "nightly" / NAME).write_bytes(DUMP)
+    (live_server.backups / "nightly" / "app-config.tar").write_bytes(b"config" * 5000)
+    (live_server.backups / "weekly").mkdir(exist_ok=True)
+    (live_server.backups / "README.txt").write_bytes(b"backups live below")
+    return live_server
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(
+        base_url=server.url,
+        permissions=["clipboard-read", "clipboard-write"],
+        viewport={"width": 1100, "height": 760},
+    )
+    page = context.new_page()
+    page.problems = []
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and page.problems.append(f"{message.text} at {message.location} on {page.url}")
+        ),
+    )
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm
+    yield page
+    context.close()
+    assert page.problems == [], "\n".join(page.problems)  # no CSP violation, no script error
+
+
+def sign_in(page: Page, server, role: str = "operator") -> str:
+    name = f"{role}-{time.monotonic_ns()}"
+    db = connect(server.app.config["DATABASE"])
+    create_user(db, name, PASSWORD, role, time.time())
+    db.close()
+    page.goto("/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    return name
+
+
+def open_link_dialog(page: Page, file_name: str) -> None:
+    page.get_by_label(f"Actions for {file_name}").click()
+    page.get_by_role("link", name="wget / curl link").click()
+    expect(page.locator("dialog[open] #link-box")).to_be_visible()
+
+
+def create_link(page: Page, ttl_label: str = "5 minutes") -> str:
+    page.get_by_label("Expires after").select_option(label=ttl_label)
+    page.get_by_role("button", name="Create link").click()
+    expect(page.locator("dialog .countdown")).to_be_visible()
+    return page.locator("#link-url").input_value()
+
+
+def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, timeout=60)
+
+
+def test_browse_copy_the_curl_command_and_fetch_the_file(page, server, tmp_path):
+    sign_in(page, server)
+    page.get_by_role("link", name="Local").click()
+    page.get_by_role("link", name="📁 nightly/").click()
+    expect(page).to_have_url(re.compile(r"/browse/local\?path=nightly$"))  # hx-push-url
+    expect(page.get_by_text(NAME)).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "explorer.png")
+
+    page.go_back()
+    expect(page.get_by_role("link", name="📁 weekly/")).to_be_visible()
+    page.go_forward()
+    expect(page.get_by_text(NAME)).to_be_visible()
+
+    open_link_dialog(page, NAME)
+    create_link(page)
+    countdown = page.locator("dialog .countdown")
+    expect(countdown).to_have_text(re.compile(r"^0[45]:\d\d$"))
+    first = countdown.inner_text()
+    expect(countdown).not_to_have_text(first, timeout=3000)  # it ticks
+    page.screenshot(path=SCREENSHOTS / "link-dialog.png")
+
+    page.get_by_role("button", name="Copy curl").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    command = page.evaluate("navigator.clipboard.readText()")
+    assert command == page.locator("#cmd-curl").inner_text()
+    assert command.startswith("curl -fL -o 'db 2026'\"'\"'s dump.sql.gz' 'http://127.0.0.1:")
+
+    fetched = run(command, tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / NAME).read_bytes() == DUMP
+    again = run(command, tmp_path)
+    assert again.returncode == 22  # curl -f: the server said 401, the link is used up
+
+    page.keyboard.press("Escape")
+    page.get_by_role("link", name="Links").click()
+    row = page.locator("tr.link-row").filter(has_text=NAME).first
+    expect(row.locator(".badge")).to_have_text("used")
+    row.get_by_text("events").click()
+    expect(row.get_by_text("completed").first).to_be_visible()
+    expect(row.get_by_text("curl/").first).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "links.png", full_page=True)
+
+
+def test_regenerate_revoke_and_expiry(page, server):
+    sign_in(page, server)
+    page.goto("/browse/local?path=nightly")
+    open_link_dialog(page, "app-config.tar")
+    first_url = create_link(page)
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator("#link-url")).not_to_have_value(first_url)
+    second_url = page.locator("#link-url").input_value()
+    assert subprocess.run(["curl", "-fsS", "-o", "/dev/null", first_url]).returncode == 22  # revoked
+
+    # The server's expiresAt passing turns the dialog to its expired state, copy disabled.
+    page.locator("#link-box").evaluate(
+        "box => box.dataset.expiresAt = new Date(Date.now() - 1000).toISOString()"
+    )
+    expect(page.get_by_text("Expired: regenerate to get a new link.")).to_be_visible()
+    expect(page.get_by_role("button", name="Copy curl")).to_be_disabled()
+    page.keyboard.press("Escape")
+
+    page.get_by_role("link", name="Links").click()
+    rows = page.locator("tr.link-row").filter(has_text="app-config.tar")
+    expect(rows.locator(".badge")).to_have_text(["active", "revoked"])
+    rows.first.get_by_role("button", name="Revoke").click()
+    expect(rows.first.locator(".badge")).to_have_text("revoked")
+    assert subprocess.run(["curl", "-fsS", "-o", "/dev/null", second_url]).returncode == 22
+
+
+def test_a_browser_opening_the_link_sees_the_landing_page(page, server, tmp_path):
+    url = f"{server.url}/api/storage/public-download?token={mint(server.app, f'nightly/{NAME}', uses=2)}"
+    page.goto(url)
+    expect(page.get_by_role("heading", name=NAME)).to_be_visible()
+    expect(page.locator(".countdown")).to_have_text(re.compile(r"^0[45]:\d\d$"))
+    page.screenshot(path=SCREENSHOTS / "landing.png")
+    fetched = run(f"curl -fsSL -o out '{url}'", tmp_path)  # the landing page used nothing
+    assert fetched.returncode == 0 and (tmp_path / "out").read_bytes() == DUMP
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download").click()
+    assert Path(download.value.path()).read_bytes() == DUMP
+    assert run(f"curl -fsS -o /dev/null '{url}'", tmp_path).returncode == 22  # both uses spent
+
+
+def test_short_link_expires_on_the_landing_page(page, server):
+    url = f"{server.url}/api/storage/public-download?token={mint(server.app, 'README.txt', ttl=2)}"
+    page.goto(url)
+    expect(page.get_by_text("This link has expired.")).to_be_visible(timeout=5000)
+
+
+def test_phone_width_explorer(browser, server):
+    context = browser.new_context(base_url=server.url, viewport={"width": 390, "height": 760})
+    page = context.new_page()
+    sign_in(page, server, "viewer")
+    page.goto("/browse/local?path=nightly")
+    expect(page.get_by_text(NAME)).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    page.screenshot(path=SCREENSHOTS / "explorer-phone.png")
+    context.close()

@@ -1,0 +1,120 @@
+"""The public link opened in a browser or by a link-preview bot: a landing page that never uses the link."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.landing import is_preview_bot, prefers_html, wants_landing_page
+from db import connect
+from db.events import list_events
+from db.links import list_links
+from tests.conftest import mint
+
+URL = "/api/storage/public-download?token="
+CHROME_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+CHROME_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+BOTS = [
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+    "TelegramBot (like TwitterBot)",
+    "WhatsApp/2.23.20.0",
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+    "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 (KHTML, like Gecko) Applebot/0.1",
+    "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+    "Twitterbot/1.0",
+]
+
+
+@pytest.fixture(autouse=True)
+def files(backups):
+    backups.mkdir(parents=True, exist_ok=True)
+    (backups / "db.sql.gz").write_bytes(b"dump" * 300)
+
+
+def uses(app) -> int:
+    db = connect(app.config["DATABASE"])
+    try:
+        return list_links(db)[0].uses
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (CHROME_ACCEPT, True),
+        ("text/html", True),
+        ("*/*", False),
+        (None, False),
+        ("", False),
+        ("application/json", False),
+        ("text/html;q=0.5, */*", False),
+        ("*/*;q=0.1, text/html", True),
+    ],
+)
+def test_prefers_html(accept, expected):
+    assert prefers_html(accept) is expected
+
+
+@pytest.mark.parametrize("user_agent", BOTS)
+def test_preview_bots_are_known(user_agent):
+    assert is_preview_bot(user_agent)
+    assert wants_landing_page("*/*", user_agent, download_asked=True)
+
+
+@pytest.mark.parametrize("user_agent", ["curl/8.5.0", "Wget/1.21.3", "python-requests/2.32", CHROME_UA, None])
+def test_clients_are_not_bots(user_agent):
+    assert not is_preview_bot(user_agent)
+
+
+def test_browser_sees_a_landing_page_and_the_link_stays(app, client):
+    token = mint(app, "db.sql.gz")
+    page = client.get(URL + token, headers={"Accept": CHROME_ACCEPT, "User-Agent": CHROME_UA})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "db.sql.gz" in page.text and "1.2 KiB" in page.text and "data-expires-at=" in page.text
+    assert f'href="/api/storage/public-download?token={token}&amp;download=1"' in page.text
+    assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in page.headers and "Accept" in page.headers["Vary"]
+    assert uses(app) == 0
+    download = client.get(URL + token + "&download=1", headers={"Accept": CHROME_ACCEPT}, buffered=True)
+    assert download.data == b"dump" * 300 and uses(app) == 1
+
+
+@pytest.mark.parametrize("user_agent", BOTS[:4])
+def test_bots_never_use_the_link(app, client, user_agent):
+    token = mint(app, "db.sql.gz")
+    for url in (URL + token, URL + token + "&download=1"):
+        response = client.get(url, headers={"User-Agent": user_agent, "Accept": "*/*"})
+        assert response.status_code == 200 and "<html" in response.text
+    assert uses(app) == 0
+    db = connect(app.config["DATABASE"])
+    assert [event.event for event in list_events(db)] == ["created", "preview", "preview"]
+    db.close()
+
+
+def test_curl_still_gets_the_file_at_once(app, client):
+    token = mint(app, "db.sql.gz")
+    response = client.get(URL + token, headers={"Accept": "*/*", "User-Agent": "curl/8.5.0"}, buffered=True)
+    assert response.data == b"dump" * 300 and uses(app) == 1
+
+
+def test_head_from_a_browser_never_uses_the_link(app, client):
+    token = mint(app, "db.sql.gz")
+    assert client.head(URL + token, headers={"Accept": CHROME_ACCEPT}).status_code == 200
+    assert uses(app) == 0
+
+
+def test_dead_link_in_a_browser_is_a_page(app, client):
+    token = mint(app, "db.sql.gz")
+    client.get(URL + token, buffered=True)
+    page = client.get(URL + token, headers={"Accept": CHROME_ACCEPT})
+    assert page.status_code == 401 and "<html" in page.text and "has been used up" in page.text
+    assert "Set-Cookie" not in page.headers
+    scripted = client.get(URL + token)
+    assert scripted.status_code == 401 and scripted.get_json()["success"] is False

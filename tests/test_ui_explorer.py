@@ -1,0 +1,229 @@
+"""The storage explorer and the link dialog through the Flask test client."""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import time
+
+import pytest
+
+from core.commands import fetch_commands, output_name
+from db.links import list_links
+from encryption.format import encrypt_stream, new_header
+from tests.conftest import PASSWORD, csrf_token_from
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture(autouse=True)
+def files(backups):
+    (backups / "folder" / "deeper").mkdir(parents=True)
+    (backups / "db.sql.gz").write_bytes(b"dump" * 1000)
+    (backups / "small.txt").write_bytes(b"x")
+    (backups / "it's $(odd) name.tar").write_bytes(b"odd")
+    (backups / "folder" / "a.tar").write_bytes(b"archive")
+
+
+def test_page_without_htmx_fragment_with_it(client, auth):
+    auth.login("viewer")
+    page = client.get("/browse/local")
+    assert page.status_code == 200 and "<html" in page.text and 'id="listing"' in page.text
+    assert "HX-Request" in page.headers["Vary"]
+    fragment = client.get("/browse/local", headers=HX)
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert fragment.text.lstrip().startswith('<section id="listing"')
+    assert "HX-Request" in fragment.headers["Vary"]
+
+
+def test_history_restore_gets_the_whole_page(client, auth):
+    auth.login("viewer")
+    response = client.get("/browse/local", headers={**HX, "HX-History-Restore-Request": "true"})
+    assert "<html" in response.text
+
+
+def test_listing_shows_folders_first_sizes_and_breadcrumbs(client, auth):
+    auth.login("viewer")
+    text = client.get("/browse/local").text
+    assert text.index("folder/") < text.index("db.sql.gz") < text.index("small.txt")
+    assert "3.9 KiB" in text and "1 B" in text
+    inner = client.get("/browse/local?path=folder/deeper", headers=HX).text
+    assert 'aria-current="location">deeper<' in inner
+    assert 'href="/browse/local?path=folder"' in inner
+
+
+def test_sort_and_filter(client, auth):
+    auth.login("viewer")
+    text = client.get("/browse/local?sort=size&order=desc").text
+    assert text.index("db.sql.gz") < text.index("odd") < text.index("small.txt")
+    filtered = client.get("/browse/local?q=SQL", headers=HX).text
+    assert "db.sql.gz" in filtered and "small.txt" not in filtered
+    assert "No name contains" in client.get("/browse/local?q=nothing-like-this").text
+
+
+def test_big_folders_are_paged(client, auth, backups):
+    many = backups / "many"
+    many.mkdir()
+    for index in range(250):
+        (many / f"f{index:05}.bin").write_bytes(b"")
+    auth.login("viewer")
+    first = client.get("/browse/local?path=many").text
+    assert first.count('class="file-name"') == 100 and "page 1 of 3" in first
+    last = client.get("/browse/local?path=many&page=3", headers=HX).text
+    assert last.count('class="file-name"') == 50 and "f00249.bin" in last and "Next" not in last
+
+
+def test_errors_are_clear_messages(client, auth):
+    auth.login("operator")
+    missing = client.get("/browse/local?path=nowhere")
+    assert missing.status_code == 404 and "No such folder" in missing.text and "<html" in missing.text
+    fragment = client.get("/browse/local?path=nowhere", headers=HX)
+    assert fragment.status_code == 404 and "<html" not in fragment.text and "No such folder" in fragment.text
+    assert client.get("/browse/local?path=../etc").status_code == 400
+    assert client.get("/browse/nope").status_code == 404
+    gone = client.get("/browse/local/link?path=gone.sql", headers=HX)
+    assert gone.status_code == 404 and "No such file" in gone.text
+
+
+def test_signed_out_htmx_request_gets_hx_redirect(client):
+    response = client.get(
+        "/browse/local?path=folder",
+        headers={**HX, "HX-Current-URL": "http://localhost/browse/local?path=folder"},
+    )
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=/browse/local?path%3Dfolder"
+    plain = client.get("/browse/local")
+    assert plain.status_code == 302 and plain.headers["Location"] == "/login?next=/browse/local"
+
+
+@pytest.mark.parametrize(
+    ("role", "browse", "download", "mint"),
+    [("viewer", 200, 403, 403), ("operator", 200, 200, 200), ("admin", 200, 200, 200)],
+)
+def test_role_matrix(client, auth, role, browse, download, mint):
+    auth.login(role)
+    assert client.get("/browse/local").status_code == browse
+    assert client.get("/browse/local/file?path=small.txt", buffered=True).status_code == download
+    assert client.get("/browse/local/link?path=small.txt").status_code == mint
+    form = {"path": "small.txt", "csrf_token": auth.csrf_token}
+    assert client.post("/browse/local/link", data=form).status_code == mint
+    assert ('class="menu"' in client.get("/browse/local").text) == (role != "viewer")
+
+
+def test_minting_needs_the_csrf_token(client, auth):
+    auth.login("operator")
+    assert client.post("/browse/local/link", data={"path": "small.txt"}).status_code == 400
+
+
+def test_link_dialog_mints_a_link_with_commands(app, client, auth, db):
+    auth.login("operator")
+    dialog = client.get("/browse/local/link?path=folder/a.tar", headers=HX)
+    assert '<form id="link-box"' in dialog.text and 'name="ttl"' in dialog.text
+    assert 'name="decrypt"' not in dialog.text  # only for encrypted files
+    form = {"path": "folder/a.tar", "ttl": "900", "uses": "2", "csrf_token": auth.csrf_token}
+    result = client.post("/browse/local/link", data=form, headers=HX)
+    assert result.status_code == 200 and "<html" not in result.text
+    (link,) = list_links(db)
+    assert (link.path, link.max_uses, round(link.expires_at - link.created_at)) == ("folder/a.tar", 2, 900)
+    assert f'data-expires-at="{time.strftime("%Y-%m-%d", time.gmtime(link.expires_at))}' in result.text
+    assert "curl -fL -o a.tar &#39;http://localhost/api/storage/public-download?token=" in result.text
+    assert "wget -O a.tar" in result.text and "15:00" in result.text
+
+
+def test_link_options_are_checked(client, auth):
+    auth.login("operator")
+    form = {"path": "small.txt", "ttl": "999999999", "csrf_token": auth.csrf_token}
+    response = client.post("/browse/local/link", data=form, headers=HX)
+    assert response.status_code == 400 and "ttl&#39; must be a whole number from 1 to 86400" in response.text
+    form = {"path": "small.txt", "uses": "two", "csrf_token": auth.csrf_token}
+    assert client.post("/browse/local/link", data=form).status_code == 400
+
+
+def test_regenerate_revokes_the_unused_link(client, auth, db):
+    auth.login("operator")
+    form = {"path": "small.txt", "csrf_token": auth.csrf_token}
+    client.post("/browse/local/link", data=form, headers=HX)
+    (first,) = list_links(db)
+    client.post("/browse/local/link", data={**form, "replaces": str(first.id)}, headers=HX)
+    second, first = list_links(db)
+    assert first.revoked_at is not None and second.revoked_at is None
+
+
+def test_regenerate_cannot_touch_someone_elses_link(client, auth, db, app):
+    auth.login("operator")
+    form = {"path": "small.txt", "csrf_token": auth.csrf_token}
+    client.post("/browse/local/link", data=form)
+    (theirs,) = list_links(db)
+    other = app.test_client()
+    auth.create("other", "operator")
+    token = csrf_token_from(other.get("/login").text)
+    other.post("/login", data={"name": "other", "password": PASSWORD, "csrf_token": token})
+    token = csrf_token_from(other.get("/").text)
+    response = other.post(
+        "/browse/local/link", data={**form, "csrf_token": token, "replaces": str(theirs.id)}
+    )
+    assert response.status_code == 404
+    assert list_links(db)[-1].revoked_at is None
+
+
+def test_without_javascript_the_dialog_is_a_page(client, auth):
+    auth.login("operator")
+    page = client.get("/browse/local/link?path=folder/a.tar")
+    assert "<html" in page.text and "Back to the folder" in page.text
+    result = client.post("/browse/local/link", data={"path": "folder/a.tar", "csrf_token": auth.csrf_token})
+    assert "<html" in result.text and "curl -fL -o a.tar" in result.text
+
+
+def test_direct_download(client, auth):
+    auth.login("operator")
+    response = client.get("/browse/local/file?path=db.sql.gz", buffered=True)
+    assert response.data == b"dump" * 1000
+    assert response.headers["Content-Disposition"] == 'attachment; filename="db.sql.gz"'
+    assert "no-store" in response.headers["Cache-Control"]
+
+
+@pytest.fixture
+def encrypted(app, db, backups):
+    keyring = app.extensions["oncelink_keyring"]
+    profile = keyring.create(db, "main", time.time())
+    plain = os.urandom(100_000)
+    out = io.BytesIO()
+    encrypt_stream(
+        io.BytesIO(plain), out, keyring.by_name(db, "main")[1], new_header(bytes.fromhex(profile.id))
+    )
+    (backups / "secret.sql.enc").write_bytes(out.getvalue())
+    return plain
+
+
+def test_encrypted_files_get_a_badge_a_choice_and_decrypt(client, auth, encrypted, db):
+    auth.login("operator")
+    assert "🔒 encrypted · main" in client.get("/browse/local").text
+    dialog = client.get("/browse/local/link?path=secret.sql.enc", headers=HX).text
+    assert 'name="decrypt" value="0"' in dialog and "profile main" in dialog
+    assert client.get("/browse/local/file?path=secret.sql.enc", buffered=True).data == encrypted
+    form = {"path": "secret.sql.enc", "decrypt": "0", "csrf_token": auth.csrf_token}
+    stored = client.post("/browse/local/link", data=form, headers=HX).text
+    assert "curl -fL -o secret.sql.enc" in stored and list_links(db)[0].decrypt is False
+    plain = client.post("/browse/local/link", data={**form, "decrypt": "1"}, headers=HX).text
+    assert "curl -fL -o secret.sql " in plain
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.tar", "a.tar"), ("-rf", "./-rf"), ("..", "download"), ("x/../y", "y"), ("", "download")],
+)
+def test_output_name(name, expected):
+    assert output_name(name) == expected
+
+
+def test_commands_quote_hostile_names():
+    commands = fetch_commands("http://h/x?token=a&b", "it's $(rm -rf ~) `x`.tar")
+    assert shlex.split(commands.curl) == [
+        "curl",
+        "-fL",
+        "-o",
+        "it's $(rm -rf ~) `x`.tar",
+        "http://h/x?token=a&b",
+    ]
+    assert shlex.split(commands.wget) == ["wget", "-O", "it's $(rm -rf ~) `x`.tar", "http://h/x?token=a&b"]
