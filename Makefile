@@ -7,7 +7,7 @@ PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HOST PORT
 
-.PHONY: serve test lint format bench system-test-tools system-bench-tools
+.PHONY: serve test screenshots lint format bench system-test-tools system-bench-tools
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ system-test-tools:
 
 test: $(BIN)/.installed-dev system-test-tools
 	$(BIN)/pytest
+
+screenshots: $(BIN)/.installed-dev system-test-tools
+	ONCELINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_e2e_browser.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
