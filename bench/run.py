@@ -1,7 +1,7 @@
 """`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
 
 Each measurement is a function from the running `Bench` to a report `Section`; a new
-benchmark (decrypted downloads, S3) is one more function in MEASUREMENTS.
+benchmark (S3, say) is one more function in MEASUREMENTS.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
 from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
@@ -23,7 +24,7 @@ DOC = REPO / "docs" / "benchmarks.md"
 FILES = {"100 MiB": ("100MiB.bin", 100 * MiB), "1 GiB": ("1GiB.bin", 1024 * MiB)}
 TIME_LIMIT_SECONDS = 600
 
-MEASUREMENTS: list[Callable[[Bench], Section]] = [measure_throughput, measure_workers]
+MEASUREMENTS: list[Callable[[Bench], Section]] = [measure_throughput, measure_workers, measure_decrypted]
 
 
 class Interrupted(Exception):
@@ -51,7 +52,7 @@ def running_bench(workspace: Workspace) -> Iterator[Bench]:
 
 
 def measure_all() -> tuple[list[Section], float]:
-    """Run every measurement; the large files are deleted afterwards, the logs are kept."""
+    """Run every measurement; the large files (encrypted copies too) are deleted afterwards, the logs kept."""
     started = time.monotonic()
     workspace = Workspace.fresh(WORK)
     try:

@@ -56,8 +56,20 @@ class Oncelink:
     def bootstrap(self) -> None:
         self.flask("bootstrap")
 
+    def create_profile(self, name: str) -> None:
+        self.flask("keys", "create", name)
+
+    def encrypt(self, path: Path, profile: str) -> Path:
+        """An encrypted copy beside the file, `<name>.enc`, made by the app's own streaming `encrypt`."""
+        target = path.with_name(f"{path.name}.enc")
+        self.flask("encrypt", "--profile", profile, str(path), str(target))
+        return target
+
     def mint_link(self, path: Path) -> str:
-        """A fresh single-use link to a file of the `local` storage: links are spent by a download."""
+        """A fresh single-use link to a file of the `local` storage: links are spent by a download.
+
+        An encrypted file's link decrypts (the default): what it serves is the plaintext.
+        """
         relative = path.relative_to(self.workspace.backups).as_posix()
         return self.flask("links", "create", "local", relative, "--ttl", "3600").strip()
 

@@ -1,10 +1,12 @@
-"""What gunicorn's workers do while a download runs: resident memory and read calls, from /proc.
+"""What gunicorn's workers do while a download runs: resident memory, read calls and CPU time, from /proc.
 
 Two readings of the peak memory, so that neither a short spike between samples nor a
 sampling artefact goes unseen: VmRSS sampled every few milliseconds, and VmHWM (the
 kernel's own high-water mark) after it was reset just before the transfer. The count of
 read calls (syscr in /proc/<pid>/io) tells whether the file went out by sendfile, which
-is one call for the whole file, or was read block by block.
+is one call for the whole file, or was read block by block. CPU time (utime and stime in
+/proc/<pid>/stat) tells how much of a transfer the worker spent in its own code and how much
+in the kernel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 SAMPLE_SECONDS = 0.005
 KiB = 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def child_pids(parent: int) -> list[int]:
@@ -139,3 +142,38 @@ def watch_workers(master: int, served_file: Path) -> Iterator[dict[int, WorkerUs
         thread.join()
     for worker in workers.values():
         finish(worker, peaks_reset)
+
+
+@dataclass
+class CpuTime:
+    """CPU seconds in user space and in the kernel."""
+
+    user: float = 0.0
+    system: float = 0.0
+
+    def add(self, other: CpuTime) -> None:
+        self.user += other.user
+        self.system += other.system
+
+    def since(self, earlier: CpuTime) -> CpuTime:
+        return CpuTime(self.user - earlier.user, self.system - earlier.system)
+
+
+def cpu_time(pid: int) -> CpuTime:
+    """All the process's threads so far, counted in clock ticks (usually 10 ms); zero once it is gone."""
+    try:
+        # Fields 14 and 15 of stat; the count starts after the command name in parentheses.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return CpuTime()
+    return CpuTime(int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
+
+
+@contextmanager
+def workers_cpu(master: int) -> Iterator[CpuTime]:
+    """The CPU time all workers of `master` used during the block, filled in when it ends."""
+    before = {pid: cpu_time(pid) for pid in child_pids(master)}
+    used = CpuTime()
+    yield used
+    for pid, earlier in before.items():
+        used.add(cpu_time(pid).since(earlier))
