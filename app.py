@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, admin, explorer, keys, link_history, links, public, storages
+from blueprints import accounts, admin, admin_storages, explorer, keys, link_history, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.downloads import Serving
@@ -99,8 +99,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
 
-    for blueprint in (accounts.bp, admin.bp, explorer.bp, link_history.bp, links.bp, public.bp, storages.bp):
-        app.register_blueprint(blueprint)
+    for area in (accounts, admin, admin_storages, explorer, link_history, links, public, storages):
+        app.register_blueprint(area.bp)
     for group in (
         accounts.users_cli,
         accounts.apikeys_cli,

@@ -5,49 +5,128 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlite_utils import Database
 
-from db.storages import StorageRecord, get_storage, insert_storage
+from db.storages import StorageRecord, get_storage, insert_storage, update_storage
 from encryption.keys import Keyring
 from storage import load_storage
+from storage.base import UnknownStorage
 from storage.s3 import S3Settings
 
 STORAGE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_NAME = 100
 
 
 class StorageConfigError(ValueError):
     """A storage that cannot be added as asked, with a message for the person asking."""
 
 
-def _new_record(db: Database, storage_id: str, name: str | None, kind: str, config: dict) -> StorageRecord:
+def _check_new_id(db: Database, storage_id: str) -> None:
     if not STORAGE_ID.match(storage_id):
         raise StorageConfigError("A storage id is lower-case letters, digits, '-' and '_' (at most 64).")
     if get_storage(db, storage_id) is not None:
         raise StorageConfigError(f"A storage {storage_id!r} exists already.")
-    record = StorageRecord(storage_id, name or storage_id, kind, config)
+
+
+def _display_name(name: str | None, storage_id: str) -> str:
+    name = (name or "").strip()
+    if len(name) > MAX_NAME:
+        raise StorageConfigError(f"A storage name is at most {MAX_NAME} characters.")
+    return name or storage_id
+
+
+def _existing(db: Database, storage_id: str, kind: str) -> StorageRecord:
+    record = get_storage(db, storage_id)
+    if record is None:
+        raise UnknownStorage(f"No storage {storage_id!r}.")
+    if record.kind != kind:
+        raise StorageConfigError(f"Storage {storage_id!r} is not a {kind} storage.")
+    return record
+
+
+def _local_config(path: str, protected: Path | None) -> dict:
+    """The folder, resolved and created when missing; never one that holds or sits in `protected`."""
+    if not path.strip():
+        raise StorageConfigError("A folder path is required.")
+    root = Path(path).expanduser().resolve()
+    if protected is not None:
+        guarded = protected.resolve()
+        if root.is_relative_to(guarded) or guarded.is_relative_to(root):
+            raise StorageConfigError(
+                f"{root} overlaps the data folder {guarded}, which holds the master key and the database."
+            )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageConfigError(f"Cannot create the folder {root}: {exc.strerror}.") from exc
+    return {"path": str(root)}
+
+
+def add_local_storage(
+    db: Database, storage_id: str, path: str, name: str | None = None, protected: Path | None = None
+) -> StorageRecord:
+    """Register a folder; it is created when missing. `protected` (the data dir) may not be served."""
+    _check_new_id(db, storage_id)
+    record = StorageRecord(
+        storage_id, _display_name(name, storage_id), "local", _local_config(path, protected)
+    )
     insert_storage(db, record)
     return record
 
 
-def add_local_storage(db: Database, storage_id: str, path: str, name: str | None = None) -> StorageRecord:
-    """Register a folder; it is created when missing."""
-    root = Path(path).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return _new_record(db, storage_id, name, "local", {"path": str(root)})
+def update_local_storage(
+    db: Database, storage_id: str, path: str, name: str | None = None, protected: Path | None = None
+) -> StorageRecord:
+    """Point a local storage elsewhere or rename it; its id and links stay."""
+    _existing(db, storage_id, "local")
+    record = StorageRecord(
+        storage_id, _display_name(name, storage_id), "local", _local_config(path, protected)
+    )
+    update_storage(db, record)
+    return record
+
+
+def _s3_config(
+    keyring: Keyring, storage_id: str, settings: S3Settings, kept_secret: str | None = None
+) -> dict:
+    """The settings as stored: the secret sealed by the master key (or the one kept), never in clear."""
+    if not settings.bucket:
+        raise StorageConfigError("A bucket name is required.")
+    endpoint = urlsplit(settings.endpoint_url or "")
+    if settings.endpoint_url and (endpoint.scheme not in ("http", "https") or not endpoint.hostname):
+        raise StorageConfigError("The endpoint URL must be an http:// or https:// address.")
+    config = dataclasses.asdict(settings)
+    secret = config.pop("secret_access_key")
+    if secret:
+        config["secret_access_key"] = keyring.seal_secret(storage_id, secret)
+    elif kept_secret:
+        config["secret_access_key"] = kept_secret
+    return config
 
 
 def add_s3_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: S3Settings, name: str | None = None
 ) -> StorageRecord:
     """Register a bucket; the secret key is stored sealed by the master key, never in clear."""
-    if not settings.bucket:
-        raise StorageConfigError("A bucket name is required.")
-    config = dataclasses.asdict(settings)
-    secret = config.pop("secret_access_key")
-    if secret:
-        config["secret_access_key"] = keyring.seal_secret(storage_id, secret)
-    return _new_record(db, storage_id, name, "s3", config)
+    _check_new_id(db, storage_id)
+    record = StorageRecord(
+        storage_id, _display_name(name, storage_id), "s3", _s3_config(keyring, storage_id, settings)
+    )
+    insert_storage(db, record)
+    return record
+
+
+def update_s3_storage(
+    db: Database, keyring: Keyring, storage_id: str, settings: S3Settings, name: str | None = None
+) -> StorageRecord:
+    """Change a bucket's settings; an empty secret keeps the one stored, so it never has to be shown."""
+    current = _existing(db, storage_id, "s3")
+    config = _s3_config(keyring, storage_id, settings, current.config.get("secret_access_key"))
+    record = StorageRecord(storage_id, _display_name(name, storage_id), "s3", config)
+    update_storage(db, record)
+    return record
 
 
 def describe_storage(record: StorageRecord) -> str:

@@ -34,3 +34,12 @@ def insert_storage(db: Database, record: StorageRecord) -> None:
         "INSERT INTO storages (id, name, kind, config) VALUES (?, ?, ?, ?)",
         [record.id, record.name, record.kind, json.dumps(record.config)],
     )
+
+
+def update_storage(db: Database, record: StorageRecord) -> bool:
+    """Save a storage's name and config (its id and kind never change); False when it is gone."""
+    cursor = db.execute(
+        "UPDATE storages SET name = ?, config = ? WHERE id = ? AND kind = ?",
+        [record.name, json.dumps(record.config), record.id, record.kind],
+    )
+    return cursor.rowcount == 1

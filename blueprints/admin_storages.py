@@ -1,0 +1,170 @@
+"""Admin: storages. List them with a "Test connection" button, add and edit local folders and S3 buckets.
+
+The forms are fragments that htmx swaps in place, so a refused form comes back with its message and
+what was typed. The S3 secret is write-only: it is never put back into a page, and an empty secret
+field keeps the one stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, flash, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from blueprints.pages import hx_redirect, page_permission, render_htmx
+from core.storages import (
+    StorageConfigError,
+    add_local_storage,
+    add_s3_storage,
+    check_storage,
+    describe_storage,
+    update_local_storage,
+    update_s3_storage,
+)
+from db import get_db
+from db.storages import StorageRecord, get_storage, list_storages
+from encryption.keys import ProfileError
+from extensions import keyring
+from storage.base import StorageError, UnknownStorage
+from storage.s3 import S3Settings
+
+bp = Blueprint("admin_storages", __name__, url_prefix="/admin/storages")
+
+KINDS = ("local", "s3")
+NOT_ECHOED = {"csrf_token", "secret_access_key"}
+
+
+@dataclass
+class StorageForm:
+    """One add or edit form: the values shown (never the secret) and the error to show above them."""
+
+    kind: str
+    values: dict = field(default_factory=dict)
+    storage_id: str | None = None  # the storage edited; None when adding
+    has_secret: bool = False
+    error: str | None = None
+
+    @property
+    def template(self) -> str:
+        return f"admin/_{self.kind}_form.html"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+
+
+def typed_values(form: MultiDict) -> dict:
+    """What the person typed, to show again with an error; never the secret."""
+    return {key: value for key, value in form.items() if key not in NOT_ECHOED}
+
+
+def s3_settings_from(form: MultiDict) -> S3Settings:
+    def text(name: str) -> str:
+        return form.get(name, "").strip()
+
+    return S3Settings(
+        bucket=text("bucket"),
+        prefix=text("prefix"),
+        region=text("region") or None,
+        endpoint_url=text("endpoint_url") or None,
+        path_style=form.get("path_style") == "1",
+        redirect=form.get("redirect") == "1",
+        access_key_id=text("access_key_id") or None,
+        secret_access_key=form.get("secret_access_key") or None,
+    )
+
+
+def edit_form(record: StorageRecord) -> StorageForm:
+    values = {key: value for key, value in record.config.items() if key not in NOT_ECHOED}
+    has_secret = bool(record.config.get("secret_access_key"))
+    return StorageForm(record.kind, {**values, "name": record.name}, record.id, has_secret)
+
+
+def data_dir() -> Path:
+    """Never served as a storage: it holds the master key and the database."""
+    return Path(current_app.config["DATA_DIR"])
+
+
+def index_context(form: StorageForm | None = None, checks: dict | None = None) -> dict:
+    forms = {kind: StorageForm(kind) for kind in KINDS}
+    if form is not None:
+        forms[form.kind] = form
+    rows = [(record, describe_storage(record)) for record in list_storages(get_db())]
+    return {"storages": rows, "forms": forms, "form": form, "checks": checks or {}}
+
+
+@bp.get("")
+@page_permission("admin")
+def index():
+    return render_template("admin/storages.html", **index_context())
+
+
+@bp.post("")
+@page_permission("admin")
+def create():
+    kind = request.form.get("kind", "")
+    if kind not in KINDS:
+        abort(400, "Choose a local or an S3 storage.")
+    form = request.form
+    storage_id, name = form.get("storage_id", "").strip(), form.get("name", "")
+    try:
+        if kind == "local":
+            add_local_storage(get_db(), storage_id, form.get("path", ""), name, protected=data_dir())
+        else:
+            add_s3_storage(get_db(), keyring(), storage_id, s3_settings_from(form), name)
+    except StorageConfigError as exc:
+        refused = StorageForm(kind, typed_values(form), error=str(exc))
+        return render_htmx("admin/storages.html", refused.template, 400, **index_context(refused))
+    flash(f"Storage {storage_id} added. Test its connection below.", "ok")
+    return hx_redirect(url_for("admin_storages.index"))
+
+
+def existing(storage_id: str) -> StorageRecord:
+    record = get_storage(get_db(), storage_id)
+    if record is None:
+        raise UnknownStorage(f"No storage {storage_id!r}.")
+    return record
+
+
+@bp.get("/<storage_id>")
+@page_permission("admin")
+def edit(storage_id: str):
+    return render_template("admin/storage.html", form=edit_form(existing(storage_id)))
+
+
+@bp.post("/<storage_id>")
+@page_permission("admin")
+def update(storage_id: str):
+    record, form = existing(storage_id), request.form
+    try:
+        if record.kind == "local":
+            update_local_storage(get_db(), storage_id, form.get("path", ""), form.get("name"), data_dir())
+        else:
+            update_s3_storage(get_db(), keyring(), storage_id, s3_settings_from(form), form.get("name"))
+    except StorageConfigError as exc:
+        has_secret = edit_form(record).has_secret
+        refused = StorageForm(record.kind, typed_values(form), storage_id, has_secret, str(exc))
+        return render_htmx("admin/storage.html", refused.template, 400, form=refused)
+    flash(f"Storage {storage_id} saved.", "ok")
+    return hx_redirect(url_for("admin_storages.index"))
+
+
+@bp.post("/<storage_id>/check")
+@page_permission("admin")
+def check(storage_id: str):
+    """htmx swaps the result in beside the button; without JavaScript the page comes back with it."""
+    existing(storage_id)
+    try:
+        result = CheckResult(True, check_storage(get_db(), storage_id, keyring()))
+    except (StorageError, ProfileError) as exc:
+        result = CheckResult(False, str(exc))
+    return render_htmx(
+        "admin/storages.html",
+        "admin/_check.html",
+        check=result,
+        **index_context(checks={storage_id: result}),
+    )
