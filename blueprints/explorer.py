@@ -10,7 +10,7 @@ from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
 from blueprints.guards import request_client
-from blueprints.links import iso, link_limits, public_url
+from blueprints.links import iso, link_limits, public_url, purge_long_dead_links
 from blueprints.pages import clock, human_size, page_permission, render_htmx, utc_time
 from blueprints.public import file_response
 from core.commands import fetch_commands
@@ -128,6 +128,7 @@ def mint_link(storage_id: str):
         request_client(),
         replaces=request.form.get("replaces", type=int),
     )
+    purge_long_dead_links()
     url = public_url(issued.minted.token)
     return render_htmx(
         "explorer/link.html",

@@ -92,13 +92,17 @@ def minted_json(minted: MintedLink) -> dict:
     }
 
 
+def purge_long_dead_links() -> None:
+    """Run after minting: links dead for longer than ONCELINK_LINK_RETENTION go (their events stay)."""
+    purge_dead_links(get_db(), float(current_app.config["LINK_RETENTION"]), time.time())
+
+
 def mint(
     storage_id: str, link_request: LinkRequest, creator: User | None, client: Client = Client()
 ) -> MintedLink:
     """Create the link, and drop links long dead while we are at it."""
-    db, now = get_db(), time.time()
-    minted = create_link(db, storage_id, link_request, keyring(), creator, now, client)
-    purge_dead_links(db, float(current_app.config["LINK_RETENTION"]), now)
+    minted = create_link(get_db(), storage_id, link_request, keyring(), creator, time.time(), client)
+    purge_long_dead_links()
     return minted
 
 

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from core.commands import fetch_commands, output_name
-from db.links import list_links
+from core.tokens import hash_token
+from db.links import find_link, list_links
 from encryption.format import encrypt_stream, new_header
-from tests.conftest import PASSWORD, csrf_token_from
+from tests.conftest import PASSWORD, csrf_token_from, mint
 
 HX = {"HX-Request": "true"}
 
@@ -227,3 +228,14 @@ def test_commands_quote_hostile_names():
         "http://h/x?token=a&b",
     ]
     assert shlex.split(commands.wget) == ["wget", "-O", "it's $(rm -rf ~) `x`.tar", "http://h/x?token=a&b"]
+
+
+def test_minting_in_the_dialog_purges_links_long_dead(app, client, auth, db):
+    auth.login("operator")
+    old = mint(app, "small.txt", ttl=1)
+    week_ago = time.time() - 8 * 86400
+    db.execute("UPDATE links SET expires_at = ? WHERE token_hash = ?", [week_ago, hash_token(old)])
+    form = {"path": "small.txt", "csrf_token": auth.csrf_token}
+    assert client.post("/browse/local/link", data=form, headers=HX).status_code == 200
+    assert find_link(db, hash_token(old)) is None
+    assert len(list_links(db)) == 1
