@@ -139,6 +139,6 @@ def mint_link(storage_id: str):
         request_=link_request,
         url=url,
         expires_at=iso(issued.minted.link.expires_at),
-        server_now=iso(time.time()),
+        server_now_ms=int(time.time() * 1000),
         commands=fetch_commands(url, issued.filename),
     )

@@ -58,6 +58,7 @@ def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
         "public/landing.html",
         download=download,
         expires_at=iso(download.link.expires_at),
+        server_now_ms=int(time.time() * 1000),
         download_url=url_for("public.download", token=asked.token, download="1"),
     )
     response = Response(page, mimetype="text/html")

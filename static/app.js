@@ -36,11 +36,22 @@
     return h ? h + ":" + pad(m) + ":" + pad(s) : pad(m) + ":" + pad(s);
   }
 
+  // How far this machine's clock is behind the server's, measured once per box from the time the
+  // server rendered it: a wrong clock on the laptop does not make a live link look expired.
+  function serverClockAhead(box) {
+    if (box.dataset.clockAhead === undefined) {
+      const serverNow = Number(box.dataset.serverNow);
+      box.dataset.clockAhead = String(serverNow ? serverNow - Date.now() : 0);
+    }
+    return Number(box.dataset.clockAhead);
+  }
+
   // Recomputed from the server's absolute expiresAt on every tick, never counted down, so the
   // clock is right after a slow response, a background tab or a laptop waking from sleep.
   function tick() {
     document.querySelectorAll("[data-expires-at]").forEach(function (box) {
-      const left = Math.ceil((Date.parse(box.dataset.expiresAt) - Date.now()) / 1000);
+      const now = Date.now() + serverClockAhead(box);
+      const left = Math.ceil((Date.parse(box.dataset.expiresAt) - now) / 1000);
       const countdown = box.querySelector(".countdown");
       if (left > 0) {
         if (countdown) countdown.textContent = clock(left);

@@ -189,6 +189,14 @@ def test_a_browser_opening_the_link_sees_the_landing_page(page, server, tmp_path
     assert run(f"curl -fsS -o /dev/null '{url}'", tmp_path).returncode == 22  # both uses spent
 
 
+def test_countdown_is_right_on_a_machine_whose_clock_is_wrong(page, server):
+    """The browser's clock runs an hour behind: the countdown still follows the server's."""
+    page.clock.install(time=time.time() - 3600)
+    url = f"{server.url}/api/storage/public-download?token={mint(server.app, 'README.txt', ttl=300)}"
+    page.goto(url)
+    expect(page.locator(".countdown")).to_have_text(re.compile(r"^0[45]:\d\d$"))
+
+
 def test_short_link_expires_on_the_landing_page(page, server):
     url = f"{server.url}/api/storage/public-download?token={mint(server.app, 'README.txt', ttl=2)}"
     page.goto(url)
