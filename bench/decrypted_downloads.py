@@ -18,7 +18,7 @@ from harness import MiB, Transfer, curl_download
 from raw_downloads import ROUNDS, memory_verdict
 from report import Section
 from servers import Bench
-from workers import CLOCK_TICKS, CpuTime, KiB, WorkerUsage, watch_workers, workers_cpu
+from workers import CLOCK_TICKS, CpuTime, KiB, WorkerUsage, opened, watch_workers, workers_cpu
 
 PROFILE = "bench"
 GOAL_RATIO = 0.5
@@ -58,11 +58,17 @@ class Downloads:
 
 
 def encrypt_backups(bench: Bench) -> dict[str, Encrypted]:
-    """An `.enc` copy of every test file, under a profile of the bench's own."""
-    bench.oncelink.create_profile(PROFILE)
-    return {
-        label: Encrypted(path, bench.oncelink.encrypt(path, PROFILE)) for label, path in bench.files.items()
-    }
+    """An `.enc` copy of every test file, under a profile of the bench's own.
+
+    Made once per run: a later measurement (S3) is handed the copies an earlier one made.
+    """
+    oncelink = bench.oncelink
+    pairs = {label: Encrypted(path, oncelink.encrypted_copy(path)) for label, path in bench.files.items()}
+    if not all(files.encrypted.exists() for files in pairs.values()):
+        oncelink.create_profile(PROFILE)
+        for files in pairs.values():
+            oncelink.encrypt(files.plain, PROFILE)
+    return pairs
 
 
 def download(bench: Bench, path: Path, size: int, downloads: Downloads) -> None:
@@ -86,7 +92,7 @@ def side_by_side(bench: Bench, files: Encrypted) -> tuple[Downloads, Downloads]:
 def watch_decrypted(bench: Bench, files: Encrypted) -> list[WorkerUsage]:
     """Every worker during one more decrypted download; the one serving it has the `.enc` file open."""
     url = bench.oncelink.mint_link(files.encrypted)
-    with watch_workers(bench.gunicorn_master, files.encrypted.resolve()) as workers:
+    with watch_workers(bench.gunicorn_master, opened(files.encrypted)) as workers:
         curl_download(url, files.size)
     return list(workers.values())
 

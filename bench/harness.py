@@ -92,15 +92,22 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def tcp_table() -> list[list[str]]:
+    """The fields of each IPv4 TCP socket in /proc/net/tcp: local and remote address, state, inode..."""
+    return [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+
+
 def listening_inodes(port: int) -> set[str]:
     """Socket inodes listening on 127.0.0.1:port, from /proc/net/tcp."""
     local = f"0100007F:{port:04X}"  # 127.0.0.1 in the kernel's byte order
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local and fields[3] == "0A":  # 0A: LISTEN
-            inodes.add(fields[9])
-    return inodes
+    return {fields[9] for fields in tcp_table() if fields[1] == local and fields[3] == "0A"}  # 0A: LISTEN
+
+
+def connected_inodes(port: int) -> set[str]:
+    """Socket inodes of connections to 127.0.0.1:port (the client's end), from /proc/net/tcp."""
+    remote = f"0100007F:{port:04X}"
+    established = "01"
+    return {fields[9] for fields in tcp_table() if fields[2] == remote and fields[3] == established}
 
 
 def holds_socket(pid: int, inodes: set[str]) -> bool:

@@ -13,7 +13,7 @@ from statistics import median
 from harness import MiB, Transfer, curl_download
 from report import Section
 from servers import Bench
-from workers import KiB, WorkerUsage, watch_workers
+from workers import KiB, WorkerUsage, opened, watch_workers
 
 ROUNDS = 11  # a 100 MiB transfer on loopback lasts tens of ms: single rounds are mostly noise
 GOAL_RATIO = 0.9
@@ -148,7 +148,7 @@ def worker_row(label: str, w: WorkerUsage) -> list[str]:
 
 def watch_download(bench: Bench, path: Path) -> list[WorkerUsage]:
     url = bench.oncelink.mint_link(path)
-    with watch_workers(bench.gunicorn_master, path.resolve()) as workers:
+    with watch_workers(bench.gunicorn_master, opened(path)) as workers:
         curl_download(url, path.stat().st_size)
     return list(workers.values())
 

@@ -78,6 +78,8 @@ def machine_facts() -> list[tuple[str, str]]:
         ("Kernel", f"Linux {platform.release()}"),
         ("Python", platform.python_version()),
         ("gunicorn", version("gunicorn")),
+        ("boto3", version("boto3")),
+        ("moto", version("moto")),
         ("nginx", command_version(["nginx", "-v"], r"nginx/(\S+)")),
         ("curl", command_version(["curl", "--version"], r"curl (\S+)")),
         ("Load average at the end (1, 5, 15 min)", ", ".join(f"{load:.2f}" for load in os.getloadavg())),
@@ -90,19 +92,23 @@ INTRO = """\
 `make bench` (that is, `bench/run.py`) measures Oncelink on this machine, on loopback only
 (127.0.0.1), and rewrites this file on every run. It serves a 100 MiB and a 1 GiB file of
 random bytes, freshly written and so read from the page cache, never from disk: the figures
-are the cost of the servers, not of storage or network. Oncelink runs exactly as
+are the cost of the servers, not of storage or network (but for S3, where the S3 server's own
+cost is part of every figure, and its section tells how much). Oncelink runs exactly as
 `make serve` starts it (gunicorn with `gunicorn.conf.py`: gthread workers, sendfile); the
 reference is Debian's nginx serving the same folder with `sendfile on; tcp_nopush on;`. Each
 download is one `curl` to `/dev/null`; through Oncelink, via a freshly minted single-use link.
 For encrypted backups, both files are also encrypted with the app's `encrypt` command and
-downloaded through decrypting links.
+downloaded through decrypting links. For S3 storages, moto's standalone S3 server on loopback
+holds both files and their encrypted copies, which the app proxies; the reference there is boto3
+reading the same objects from the same server.
 
 The goals, from the issues: Oncelink serves at least 0.9x as fast as nginx, and a worker's
 memory stays flat whatever the size of the file it sends; an encrypted backup, decrypted on
 the fly, downloads at least 0.5x as fast as AES-256-GCM decrypts in process on one CPU, with
-memory just as flat.
+memory just as flat; an object of an S3 storage, proxied as stored or decrypted, downloads at
+least 0.8x as fast as boto3 reads it directly, again with flat memory.
 
-The client and both servers share the machine's CPUs, as may other work on it (the load
+The clients and the servers share the machine's CPUs, as may other work on it (the load
 average below tells): the spread between runs can be wide, so compare the medians and the
 ranges rather than single figures."""
 

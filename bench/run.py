@@ -1,7 +1,7 @@
 """`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
 
 Each measurement is a function from the running `Bench` to a report `Section`; a new
-benchmark (S3, say) is one more function in MEASUREMENTS.
+benchmark is one more function in MEASUREMENTS (as S3 storages were).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
 from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
+from s3_downloads import measure_s3
 from servers import Bench, Nginx, Oncelink
 
 WORK = REPO / "bench" / "work"
@@ -24,7 +25,12 @@ DOC = REPO / "docs" / "benchmarks.md"
 FILES = {"100 MiB": ("100MiB.bin", 100 * MiB), "1 GiB": ("1GiB.bin", 1024 * MiB)}
 TIME_LIMIT_SECONDS = 600
 
-MEASUREMENTS: list[Callable[[Bench], Section]] = [measure_throughput, measure_workers, measure_decrypted]
+MEASUREMENTS: list[Callable[[Bench], Section]] = [
+    measure_throughput,
+    measure_workers,
+    measure_decrypted,
+    measure_s3,
+]
 
 
 class Interrupted(Exception):

@@ -1,22 +1,28 @@
-"""The two servers under test: Oncelink as `make serve` runs it, and nginx as the reference."""
+"""The servers: Oncelink as `make serve` runs it, nginx as the reference, and moto's S3 server."""
 
 from __future__ import annotations
 
 import grp
 import os
 import pwd
+import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
 from harness import REPO, BenchError, Workspace, child_process, require, wait_for_port
 
 VENV_BIN = Path(sys.prefix) / "bin"  # run.py runs under the venv's python
 GUNICORN_CONF = "gunicorn.conf.py"  # the one `make serve` uses
 COMMAND_SECONDS = 60
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}  # moto accepts any
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,12 @@ class Oncelink:
             "ONCELINK_ERROR_LOG": str(logs / "gunicorn-error.log"),
         }
 
-    def flask(self, *args: str) -> str:
+    def flask(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
         """Run `flask --app app ...` from the repository and return what it printed."""
         command = [str(VENV_BIN / "flask"), "--app", "app", *args]
+        env = {**self.env(), **(extra_env or {})}
         result = subprocess.run(
-            command, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=COMMAND_SECONDS
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=COMMAND_SECONDS
         )
         if result.returncode != 0:
             raise BenchError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
@@ -59,11 +66,27 @@ class Oncelink:
     def create_profile(self, name: str) -> None:
         self.flask("keys", "create", name)
 
+    @staticmethod
+    def encrypted_copy(path: Path) -> Path:
+        """Where `encrypt` puts the encrypted copy of a file: beside it, `<name>.enc`."""
+        return path.with_name(f"{path.name}.enc")
+
     def encrypt(self, path: Path, profile: str) -> Path:
-        """An encrypted copy beside the file, `<name>.enc`, made by the app's own streaming `encrypt`."""
-        target = path.with_name(f"{path.name}.enc")
+        """An encrypted copy beside the file, made by the app's own streaming `encrypt`."""
+        target = self.encrypted_copy(path)
         self.flask("encrypt", "--profile", profile, str(path), str(target))
         return target
+
+    def add_s3_storage(self, storage_id: str, s3: MotoS3) -> None:
+        """The bucket as a storage in proxy mode (no `--redirect`): the app carries every byte."""
+        self.flask(
+            "storages", "add-s3", storage_id, "--bucket", s3.bucket, "--endpoint-url", s3.url, "--path-style",
+            extra_env=S3_CREDENTIALS,
+        )  # fmt: skip
+
+    def mint_object_link(self, storage_id: str, key: str) -> str:
+        """A fresh single-use link to an object of an S3 storage; an encrypted object's link decrypts."""
+        return self.flask("links", "create", storage_id, key, "--ttl", "3600").strip()
 
     def mint_link(self, path: Path) -> str:
         """A fresh single-use link to a file of the `local` storage: links are spent by a download.
@@ -152,6 +175,69 @@ class Nginx:
         with child_process(command, self.workspace.logs / "nginx.out") as master:
             wait_for_port(self.port, master, log)
             yield master
+
+
+# A request in werkzeug's log: ... "GET /bucket/key HTTP/1.1" 206 -, the method after the colour
+# codes werkzeug puts around some statuses' lines (206 among them), even when it writes to a file.
+REQUEST_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) /')
+
+
+@dataclass(frozen=True)
+class MotoS3:
+    """moto's standalone S3 server (werkzeug, objects kept by the server process) with one bucket."""
+
+    workspace: Workspace
+    port: int
+    bucket: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workspace.logs / "moto.log"
+
+    def client(self) -> BaseClient:
+        """A boto3 client of the bench's own, addressing the bucket as the app does: SigV4, path-style."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def upload(self, path: Path) -> str:
+        """The file as an object named after it (boto3's multipart upload); returns the key."""
+        self.client().upload_file(str(path), self.bucket, path.name)
+        return path.name
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def requests_since(self, offset: int) -> Counter[str]:
+        """The requests moto logged after `offset` in its log, counted by method.
+
+        werkzeug logs a request as its response headers leave, so once a download has
+        ended, every request it made is in the log.
+        """
+        with open(self.log, "rb") as log:
+            log.seek(offset)
+            return Counter(REQUEST_LINE.findall(log.read().decode(errors="replace")))
+
+    @contextmanager
+    def serving(self) -> Iterator[subprocess.Popen]:
+        """`moto_server` with an empty bucket; yields the server process."""
+        moto = VENV_BIN / "moto_server"
+        if not moto.exists():
+            raise BenchError("moto_server is not installed; `make bench` installs requirements-dev.txt.")
+        command = [str(moto), "-H", "127.0.0.1", "-p", str(self.port)]
+        with child_process(command, self.log) as server:
+            wait_for_port(self.port, server, self.log)
+            self.client().create_bucket(Bucket=self.bucket)
+            yield server
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import connected_inodes, holds_socket
+
 SAMPLE_SECONDS = 0.005
 KiB = 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+Serves = Callable[[int], bool]  # whether the worker with this pid is the one serving the download
 
 
 def child_pids(parent: int) -> list[int]:
@@ -73,6 +77,17 @@ def has_open(pid: int, path: Path) -> bool:
     return False
 
 
+def opened(path: Path) -> Serves:
+    """A local file's download is served by the worker that has the file open."""
+    target = path.resolve()
+    return lambda pid: has_open(pid, target)
+
+
+def connected_to(port: int) -> Serves:
+    """An S3 object's download is served by the worker holding a connection to the S3 server."""
+    return lambda pid: holds_socket(pid, connected_inodes(port))
+
+
 @dataclass
 class WorkerUsage:
     """One worker across one transfer; memory in KiB."""
@@ -107,13 +122,13 @@ class Sampler:
     """Follows the workers' RSS in a thread until stopped."""
 
     workers: dict[int, WorkerUsage]
-    served_file: Path
+    serves: Serves
     stop: threading.Event = field(default_factory=threading.Event)
 
     def sample_once(self) -> None:
         for worker in self.workers.values():
             worker.sampled_peak = max(worker.sampled_peak, proc_field(worker.pid, "status", "VmRSS"))
-            worker.served = worker.served or has_open(worker.pid, self.served_file)
+            worker.served = worker.served or self.serves(worker.pid)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -128,11 +143,11 @@ def finish(worker: WorkerUsage, peak_was_reset: bool) -> None:
 
 
 @contextmanager
-def watch_workers(master: int, served_file: Path) -> Iterator[dict[int, WorkerUsage]]:
+def watch_workers(master: int, serves: Serves) -> Iterator[dict[int, WorkerUsage]]:
     """Each worker of `master` from entering the block (before) to leaving it (peak, read calls)."""
     workers = {pid: usage_now(pid) for pid in child_pids(master)}
     peaks_reset = all([reset_peak(pid) for pid in workers])
-    sampler = Sampler(workers, served_file)
+    sampler = Sampler(workers, serves)
     thread = threading.Thread(target=sampler.run, name="rss-sampler", daemon=True)
     thread.start()
     try:
