@@ -41,7 +41,7 @@ def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> D
     """The file, decrypted when it is in Oncelink's format (as a default link would deliver it)."""
     storage = load_storage(db, storage_id, keyring)
     entry = storage.stat(path)
-    source = storage.open(entry.path)
+    source = storage.open(entry.path, entry.size)
     try:
         layout = layout_of(source, entry.size)
         if layout is None:

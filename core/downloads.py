@@ -167,7 +167,7 @@ def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) 
     link = _usable_link(db, request, now)
     storage = load_storage(db, link.storage_id, keyring)
     entry = storage.stat(link.path)
-    source = storage.open(link.path)
+    source = storage.open(entry.path, entry.size)
     try:
         return _describe(db, link, entry, storage, source, request, keyring, now)
     except BaseException:

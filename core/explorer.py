@@ -27,7 +27,7 @@ def _encryption_of(storage: Storage, entry: Entry, names: dict[str, str]) -> tup
     if not storage.cheap_reads and not entry.name.endswith(".enc"):
         return False, None
     try:
-        with storage.open(entry.path) as source:
+        with storage.open(entry.path, entry.size) as source:
             header = parse_header(source.read(HEADER_SIZE))
     except (NotEncrypted, StorageError, FileMissing, UnsafePath, OSError):
         return False, None

@@ -84,7 +84,7 @@ def create_link(
     entry = storage.stat(request.file)
     layout = None
     if request.decrypt:
-        with storage.open(entry.path) as source:
+        with storage.open(entry.path, entry.size) as source:
             layout = layout_of(source, entry.size)
         if layout is not None:
             keyring.key_for(db, layout.header.key_id)  # no profile: refuse now, not a broken download later

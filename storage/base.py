@@ -53,8 +53,11 @@ class Storage(Protocol):
     def stat(self, path: str) -> Entry:
         """One regular file."""
 
-    def open(self, path: str) -> BinaryIO:
-        """The file for reading, unbuffered, with a real file descriptor where there is one."""
+    def open(self, path: str, size: int | None = None) -> BinaryIO:
+        """The file for reading, unbuffered, with a real file descriptor where there is one.
+
+        `size`, when the caller has just stat'ed the file, spares remote storages a second look.
+        """
 
 
 def clean_relative_path(path: str, allow_root: bool = False) -> str:

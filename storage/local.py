@@ -82,7 +82,8 @@ class LocalStorage:
             raise NotAFile(f"Not a file: {relative}")
         return entry
 
-    def open(self, path: str) -> BinaryIO:
+    def open(self, path: str, size: int | None = None) -> BinaryIO:
+        """`size` is for adapters that would otherwise ask for it again; a local open needs none."""
         relative, real = self._resolve(path)
         try:
             # O_NOFOLLOW: the resolved path must not have become a symlink since we checked it.

@@ -7,6 +7,7 @@ ranged GETs, a bounded block at a time.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -53,13 +54,24 @@ def explain(error: Exception, what: str) -> Exception:
 
 
 class S3Object(io.RawIOBase):
-    """One object as a seekable, read-only file: each sequential run is one ranged GET stream."""
+    """One object as a seekable, read-only file, reading with as few GETs as the access pattern allows.
+
+    Sequential reads share one open-ended ranged GET. The last bytes read stay at hand, so a reader
+    that looks at the header and seeks back to the start (the encryption check before a plain
+    download) does not open a second stream; and a read that runs to the end of the object (the
+    final chunk, verified before a decrypted download starts) is one bounded GET of its own that
+    leaves the main stream where it was.
+    """
+
+    KEEP = 64 * 1024
 
     def __init__(self, storage: S3Storage, key: str, size: int):
         super().__init__()
         self._storage, self._key, self._size = storage, key, size
         self._position = 0
         self._stream = None
+        self._stream_position = 0
+        self._kept, self._kept_at = b"", 0
 
     def readable(self) -> bool:
         return True
@@ -69,10 +81,7 @@ class S3Object(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        position = base + offset
-        if position != self._position:
-            self._drop_stream()
-            self._position = position
+        self._position = base + offset
         return self._position
 
     def tell(self) -> int:
@@ -84,14 +93,34 @@ class S3Object(io.RawIOBase):
         size = min(size, self._size - self._position)
         if size <= 0:
             return b""
-        if self._stream is None:
-            self._stream = self._storage.get_stream(self._key, self._position)
-        try:
-            data = self._stream.read(size)
-        except (BotoCoreError, OSError) as exc:
-            raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
+        data = self._from_kept(size)
+        if len(data) < size:
+            data += self._fetch(self._position + len(data), size - len(data))
         self._position += len(data)
         return data
+
+    def _from_kept(self, size: int) -> bytes:
+        offset = self._position - self._kept_at
+        return self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+
+    def _fetch(self, position: int, size: int) -> bytes:
+        if position + size >= self._size and self._stream is not None and position != self._stream_position:
+            return self._guarded(lambda: self._storage.get_range(self._key, position, self._size))
+        if self._stream is None or position != self._stream_position:
+            self._drop_stream()
+            self._stream = self._storage.get_stream(self._key, position)
+            self._stream_position = position
+        data = self._guarded(lambda: self._stream.read(size))
+        self._stream_position += len(data)
+        if len(data) <= self.KEEP:
+            self._kept, self._kept_at = data, position
+        return data
+
+    def _guarded(self, read) -> bytes:
+        try:
+            return read()
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
@@ -108,26 +137,33 @@ class S3Object(io.RawIOBase):
         super().close()
 
 
+@functools.lru_cache(maxsize=64)
+def s3_client(settings: S3Settings):
+    """One boto3 client per storage settings and process: building one costs tens of milliseconds,
+    and clients are safe to share between threads."""
+    return boto3.session.Session().client(
+        "s3",
+        region_name=settings.region or "us-east-1",
+        endpoint_url=settings.endpoint_url or None,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.path_style else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+    )
+
+
 class S3Storage:
     cheap_reads = False  # every read is a request
 
     def __init__(self, settings: S3Settings):
         self.settings = settings
         self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
-        self.client = boto3.session.Session().client(
-            "s3",
-            region_name=settings.region or "us-east-1",
-            endpoint_url=settings.endpoint_url or None,
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if settings.path_style else "auto"},
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
-            ),
-        )
+        self.client = s3_client(settings)
 
     @property
     def redirects(self) -> bool:
@@ -191,9 +227,22 @@ class S3Storage:
             raise explain(exc, self._relative(key)) from exc
         return listing.get("KeyCount", 0) > 0
 
-    def open(self, path: str) -> S3Object:
-        entry = self.stat(path)
-        return S3Object(self, self.prefix + entry.path, entry.size)
+    def open(self, path: str, size: int | None = None) -> S3Object:
+        """The object for reading; pass the size from a stat just made to save a HEAD."""
+        if size is None:
+            entry = self.stat(path)
+            path, size = entry.path, entry.size
+        return S3Object(self, self._key(path)[1], size)
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of an object, in one bounded GET."""
+        try:
+            answer = self.client.get_object(
+                Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-{stop - 1}"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, self._relative(key)) from exc
+        return answer["Body"].read()
 
     def get_stream(self, key: str, start: int):
         """The object's bytes from `start` to the end, as a stream."""

@@ -9,7 +9,7 @@ import pytest
 
 from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
-from storage.s3 import S3Settings, S3Storage
+from storage.s3 import S3Settings, S3Storage, s3_client
 from tests.conftest import add_s3, mint, seal
 from tests.test_storage_local import HOSTILE_PATHS
 
@@ -228,3 +228,23 @@ def test_listing_reads_headers_of_enc_objects_only(app, client, auth, bucket):
     entries = {e["name"]: e for e in client.get("/api/storage/offsite/files?path=enc").get_json()["entries"]}
     assert (entries["dump.sql.gz.enc"]["encrypted"], entries["dump.sql.gz.enc"]["profile"]) == (True, "main")
     assert entries["unlabelled.bin"]["encrypted"] is False  # not sniffed: one GET per object is not cheap
+
+
+def test_downloads_make_as_few_requests_as_they_can(app, client, bucket):
+    """Plain: one HEAD and one GET. Decrypted: the final-chunk check is one extra bounded GET."""
+    bucket.client().put_object(Bucket=BUCKET, Key="enc/big.bin.enc", Body=seal(app, "main", BIG))
+    add_s3(app, "counted", bucket.url, BUCKET)
+    settings = S3Settings(
+        BUCKET, endpoint_url=bucket.url, path_style=True, access_key_id="test", secret_access_key="test"
+    )
+    calls: list[str] = []
+    s3_client(settings).meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    for path, expected, requests in [
+        ("big.bin", BIG, ["HeadObject", "GetObject"]),
+        ("enc/big.bin.enc", BIG, ["HeadObject", "GetObject", "GetObject"]),
+    ]:
+        token = mint(app, path, storage="counted")
+        calls.clear()
+        response = client.get(f"/api/storage/public-download?token={token}", buffered=True)
+        assert response.data == expected
+        assert calls == requests
