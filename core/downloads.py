@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import quote
@@ -93,15 +94,19 @@ def choose_range(size: int, range_header: str | None, if_range: str | None, etag
     return span
 
 
-def content_disposition(filename: str) -> str:
+def content_disposition(filename: str, ascii_only: bool = False) -> str:
     """attachment; filename=... plus RFC 6266 filename* when the name is not plain ASCII.
 
     Clients that read filename* (browsers, wget) get the exact name from it. The fallback
     carries the name's UTF-8 bytes, which is what `curl -OJ` and other older clients that
     only read filename= write to disk unchanged; WSGI headers travel as latin-1, so the
-    bytes are handed over as a latin-1 string.
+    bytes are handed over as a latin-1 string. `ascii_only` is for a header that someone
+    else sends (a presigned URL's response-content-disposition): the fallback then keeps
+    only the name's ASCII letters.
     """
     fallback = filename.replace("\\", "_").replace('"', "_")
+    if ascii_only:
+        fallback = unicodedata.normalize("NFKD", fallback).encode("ascii", "ignore").decode() or "download"
     value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
     if not filename.isascii() or fallback != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='!#$&+-.^_`|~')}"
@@ -228,7 +233,7 @@ def _redirect(
         )
         raise
     url = opened.storage.presigned_url(
-        download.link.path, serving.presign_seconds, content_disposition(download.filename)
+        download.link.path, serving.presign_seconds, content_disposition(download.filename, ascii_only=True)
     )
     record_link_event(db, "redirected", download.link, now, request.client)
     return dataclasses.replace(download, redirect_url=url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -248,3 +249,17 @@ def test_downloads_make_as_few_requests_as_they_can(app, client, bucket):
         response = client.get(f"/api/storage/public-download?token={token}", buffered=True)
         assert response.data == expected
         assert calls == requests
+
+
+def test_redirect_keeps_a_non_ascii_name_intact(app, client, bucket):
+    name = "Sauvegarde été.sql.gz"
+    bucket.client().put_object(Bucket=BUCKET, Key=name, Body=b"dump")
+    add_s3(app, "direct2", bucket.url, BUCKET, redirect=True)
+    location = client.get(f"/api/storage/public-download?token={mint(app, name, storage='direct2')}").location
+    fetched = urllib.request.urlopen(location)  # what a browser following the redirect gets from S3
+    disposition = fetched.headers["Content-Disposition"]
+    assert disposition.isascii()
+    assert disposition == (
+        "attachment; filename=\"Sauvegarde ete.sql.gz\"; filename*=UTF-8''Sauvegarde%20%C3%A9t%C3%A9.sql.gz"
+    )
+    assert fetched.read() == b"dump"
