@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -37,7 +37,12 @@ STATUS_FOR = {
 }
 
 
-def respond(status: int, message: str):
+def respond(status: int, message: str) -> Response:
+    """The answer for an error, as JSON, a page or a fragment depending on who asked."""
+    return make_response(*_respond(status, message))
+
+
+def _respond(status: int, message: str):
     if request.blueprint == "public" and prefers_html(request.headers.get("Accept")):
         # A person who opened a link in a browser: a page, without a session cookie.
         return render_template("public/landing.html", status=status, message=message), status
@@ -58,15 +63,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(TokenBusy)
     def token_busy(_exc):
-        response, status = respond(409, "This link is being downloaded right now; try again when that ends.")
+        response = respond(409, "This link is being downloaded right now; try again when that ends.")
         response.headers["Retry-After"] = "10"
-        return response, status
+        return response
 
     @app.errorhandler(RangeNotSatisfiable)
     def range_not_satisfiable(exc: RangeNotSatisfiable):
-        response, status = respond(416, "The requested range lies outside the file.")
+        response = respond(416, "The requested range lies outside the file.")
         response.headers["Content-Range"] = f"bytes */{exc.size}"
-        return response, status
+        return response
 
     @app.errorhandler(StorageError)
     def storage_error(exc: StorageError):

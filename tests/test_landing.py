@@ -118,3 +118,18 @@ def test_dead_link_in_a_browser_is_a_page(app, client):
     assert "Set-Cookie" not in page.headers
     scripted = client.get(URL + token)
     assert scripted.status_code == 401 and scripted.get_json()["success"] is False
+
+
+def test_a_browser_gets_409_and_416_pages_not_500(app, client, backups):
+    backups.mkdir(parents=True, exist_ok=True)
+    (backups / "f.bin").write_bytes(b"x" * 1000)
+    html = {"Accept": "text/html,*/*;q=0.8"}
+    token = mint(app, "f.bin")
+    url = f"/api/storage/public-download?token={token}&download=1"
+    busy = client.get(url, buffered=False)  # a transfer in progress holds the link
+    second = client.get(url, headers=html)
+    assert second.status_code == 409 and second.headers["Retry-After"]
+    busy.close()
+    fresh = f"/api/storage/public-download?token={mint(app, 'f.bin')}&download=1"
+    past_end = client.get(fresh, headers={**html, "Range": "bytes=5000-"})
+    assert past_end.status_code == 416 and past_end.headers["Content-Range"] == "bytes */1000"
