@@ -239,9 +239,28 @@ def _redirect(
     return dataclasses.replace(download, redirect_url=url)
 
 
+def byte_budget(download: Download) -> int:
+    """How many bytes a link may hand out in all, aborted and partial transfers included.
+
+    Interrupted transfers must not use a link up, and ranges short of the end never do; without
+    a cap, a holder could fetch almost all of a file again and again. Every use gets one copy's
+    worth, and one more copy is there for retries and resumes.
+    """
+    return (download.link.max_uses + 1) * max(download.size, 1)
+
+
+def _within_budget(db: Database, request: DownloadRequest, opened: _Opened, now: float) -> None:
+    link = opened.download.link
+    if link.bytes_sent >= byte_budget(opened.download):
+        opened.source.close()
+        record_link_event(db, "rejected", link, now, request.client, reason="bytes")
+        raise tokens.TokenUnavailable("bytes", link)
+
+
 def start_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     """Claim the link and prepare its body; the use is counted when the body closes delivered."""
     opened = _open(db, request, serving.keyring, now)
+    _within_budget(db, request, opened, now)
     if opened.redirects:
         opened.source.close()
         return _redirect(db, request, opened, serving, now)
@@ -275,9 +294,9 @@ class _Finisher:
             db = database.connect(self.database_path)
             try:
                 if reached_end:
-                    tokens.complete_transfer(db, self.claim, now)
+                    tokens.complete_transfer(db, self.claim, now, sent)
                 else:
-                    tokens.release_transfer(db, self.claim)
+                    tokens.release_transfer(db, self.claim, sent)
                 record_link_event(db, outcome, self.claim.link, now, self.client, bytes=sent)
             finally:
                 db.close()

@@ -82,9 +82,9 @@ def consume_link(db: Database, token: str, now: float) -> Link:
     raise TokenBusy(f"link {link.id} is being downloaded")
 
 
-def complete_transfer(db: Database, claim: Claim, now: float) -> None:
-    queries.count_use(db, claim.link.id, claim.lease_id, now)
+def complete_transfer(db: Database, claim: Claim, now: float, sent: int = 0) -> None:
+    queries.count_use(db, claim.link.id, claim.lease_id, now, sent)
 
 
-def release_transfer(db: Database, claim: Claim) -> None:
-    queries.release_lease(db, claim.lease_id)
+def release_transfer(db: Database, claim: Claim, sent: int = 0) -> None:
+    queries.release_lease(db, claim.link.id, claim.lease_id, sent)

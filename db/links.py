@@ -8,7 +8,7 @@ from sqlite_utils import Database
 
 LINK_COLUMNS = (
     "id, storage_id, path, decrypt, created_by, created_at, expires_at,"
-    " max_uses, uses, revoked_at, last_used_at, lease_until"
+    " max_uses, uses, revoked_at, last_used_at, lease_until, bytes_sent"
 )
 
 
@@ -26,6 +26,7 @@ class Link:
     revoked_at: float | None
     last_used_at: float | None
     lease_until: float | None
+    bytes_sent: int = 0
 
     def unusable_reason(self, now: float) -> str | None:
         """Why this link cannot start a transfer now, or None if it can."""
@@ -109,21 +110,27 @@ def renew_leases(db: Database, lease_ids: list[str], until: float) -> None:
     db.execute(f"UPDATE links SET lease_until = ? WHERE lease_id IN ({marks})", [until, *lease_ids])
 
 
-def count_use(db: Database, link_id: int, lease_id: str, now: float) -> None:
+def count_use(db: Database, link_id: int, lease_id: str, now: float, sent: int = 0) -> None:
     """Count a finished transfer and free the lease if it is still ours.
 
     A transfer that started before expiry counts even if the link expired meanwhile.
     """
     db.execute(
-        "UPDATE links SET uses = uses + 1, last_used_at = ?,"
+        "UPDATE links SET uses = uses + 1, last_used_at = ?, bytes_sent = bytes_sent + ?,"
         " lease_until = CASE WHEN lease_id = ? THEN NULL ELSE lease_until END,"
         " lease_id = NULLIF(lease_id, ?) WHERE id = ?",
-        [now, lease_id, lease_id, link_id],
+        [now, sent, lease_id, lease_id, link_id],
     )
 
 
-def release_lease(db: Database, lease_id: str) -> None:
-    db.execute("UPDATE links SET lease_id = NULL, lease_until = NULL WHERE lease_id = ?", [lease_id])
+def release_lease(db: Database, link_id: int, lease_id: str, sent: int = 0) -> None:
+    """Give the lease back if it is still ours, and add what this transfer sent to the link's tally."""
+    db.execute(
+        "UPDATE links SET bytes_sent = bytes_sent + ?,"
+        " lease_until = CASE WHEN lease_id = ? THEN NULL ELSE lease_until END,"
+        " lease_id = NULLIF(lease_id, ?) WHERE id = ?",
+        [sent, lease_id, lease_id, link_id],
+    )
 
 
 def revoke_link(db: Database, link_id: int, now: float) -> bool:

@@ -81,3 +81,9 @@ def m002_encryption_profiles(db: Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m003_link_bytes_sent(db: Database) -> None:
+    """Bytes handed out by every transfer of a link, finished or not: the budget partial ranges draw on."""
+    db.execute("ALTER TABLE links ADD COLUMN bytes_sent INTEGER NOT NULL DEFAULT 0")

@@ -200,3 +200,21 @@ def test_failed_attempts_are_rate_limited_and_good_downloads_do_not_count(tmp_pa
     good = [mint(app, "db.sql.gz") for _ in range(5)]
     assert [get(client, token).status_code for token in good] == [200] * 5
     assert [get(client, f"guess-{n}").status_code for n in range(4)] == [401, 401, 401, 429]
+
+
+def test_ranges_short_of_the_end_cannot_fetch_a_file_again_and_again(app, client):
+    """Partial ranges never use a link, so they draw on a byte budget: two copies for one use."""
+    token = mint(app, "db.sql.gz")
+    almost_all = f"bytes=0-{len(DATA) - 2}"
+    codes = [get(client, token, Range=almost_all).status_code for _ in range(4)]
+    assert codes == [206, 206, 206, 401]
+    uses, events = link_state(app)
+    assert uses == 0 and events[-1] == "rejected"
+
+
+def test_a_resumed_download_stays_within_the_budget(app, client):
+    token = mint(app, "db.sql.gz")
+    for start in (0, 30_000, 60_000):
+        assert get(client, token, Range=f"bytes={start}-{start + 29_999}").status_code == 206  # interrupted
+    assert get(client, token, Range="bytes=90000-").status_code == 206
+    assert link_state(app)[0] == 1
