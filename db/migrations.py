@@ -87,3 +87,39 @@ def m002_encryption_profiles(db: Database) -> None:
 def m003_link_bytes_sent(db: Database) -> None:
     """Bytes handed out by every transfer of a link, finished or not: the budget partial ranges draw on."""
     db.execute("ALTER TABLE links ADD COLUMN bytes_sent INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m004_link_ids_never_reused(db: Database) -> None:
+    """Events outlive purged links and name them by id: a new link must never get an old one's id."""
+    db.executescript(
+        """
+        CREATE TABLE links_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token_hash TEXT NOT NULL UNIQUE,
+            storage_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            decrypt INTEGER NOT NULL DEFAULT 1,
+            created_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            max_uses INTEGER NOT NULL DEFAULT 1,
+            uses INTEGER NOT NULL DEFAULT 0,
+            revoked_at REAL,
+            last_used_at REAL,
+            lease_id TEXT,
+            lease_until REAL,
+            bytes_sent INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO links_new SELECT id, token_hash, storage_id, path, decrypt, created_by, created_at,
+            expires_at, max_uses, uses, revoked_at, last_used_at, lease_id, lease_until, bytes_sent
+            FROM links;
+        DROP TABLE links;
+        ALTER TABLE links_new RENAME TO links;
+        CREATE INDEX links_expires_at ON links(expires_at);
+        CREATE INDEX links_lease_id ON links(lease_id);
+        DELETE FROM sqlite_sequence WHERE name = 'links';
+        INSERT INTO sqlite_sequence (name, seq) SELECT 'links', MAX(
+            COALESCE((SELECT MAX(id) FROM links), 0), COALESCE((SELECT MAX(link_id) FROM link_events), 0));
+        """
+    )

@@ -12,6 +12,7 @@ from core.links import LinkRequest, create_link, purge_dead_links, revoke_link
 from db import connect
 from db.events import list_events
 from db.links import get_link
+from db.migrations import migrations
 from encryption.keys import Keyring
 
 NOW = time.time()
@@ -143,3 +144,26 @@ def test_purge_respects_the_retention_period(db, file):
     assert purge_dead_links(db, 3600, NOW + 10) == 0
     assert purge_dead_links(db, 3600, NOW + 3602) == 1
     assert get_link(db, expired.link.id) is None
+
+
+def test_a_purged_links_id_is_never_given_again(db, file):
+    """Its events stay, under its id: a new link must not inherit them."""
+    first = mint(db, file, ttl=1)
+    assert purge_dead_links(db, 0, NOW + 10) == 1
+    second = mint(db, file)
+    assert second.link.id > first.link.id
+    assert [e.event for e in list_events(db, second.link.id)] == ["created"]
+
+
+def test_the_migration_keeps_ids_above_every_event(tmp_path):
+    """A database from before AUTOINCREMENT: ids already freed by a purge are not handed out again."""
+    old = connect(str(tmp_path / "old.sqlite3"))
+    migrations.apply(old, stop_before="m004_link_ids_never_reused")
+    old.execute("INSERT INTO link_events (link_id, event, at) VALUES (41, 'completed', 0)")
+    migrations.apply(old)
+    cursor = old.execute(
+        "INSERT INTO links (token_hash, storage_id, path, created_at, expires_at)"
+        " VALUES ('h', 's', 'p', 0, 1)"
+    )
+    assert cursor.lastrowid == 42
+    old.close()
