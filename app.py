@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from core.redaction import RedactingFilter
 from core.storages import add_local_storage
 from db.storages import get_storage
 from db.users import count_users
-from encryption.keys import Keyring, load_master_key
+from encryption.keys import Keyring, load_master_key, read_or_create_secret
 from extensions import csrf, limiter, login_manager
 
 DEFAULTS = {
@@ -53,12 +52,7 @@ SECURITY_HEADERS = {
 
 def load_secret_key(data_dir: Path) -> str:
     """The session signing key: generated once, kept in the data dir readable by us alone."""
-    path = data_dir / "secret_key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    return read_or_create_secret(data_dir / "secret_key", lambda: secrets.token_hex(32))
 
 
 def configure(app: Flask, config: dict | None) -> None:

@@ -76,7 +76,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StorageError)
     def storage_error(exc: StorageError):
         log.error("Storage error on %s: %s", request.path, exc)
-        return respond(500, f"The storage could not be read, nothing was counted; try again later. ({exc})")
+        message = "The storage could not be read, nothing was counted; try again later."
+        if request.blueprint == "public":  # whoever holds a link learns nothing about the storage
+            return respond(500, message)
+        return respond(500, f"{message} ({exc})")
 
     @app.errorhandler(FormatError)
     def damaged_header(exc: FormatError):

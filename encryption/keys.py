@@ -13,6 +13,8 @@ import binascii
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,20 +45,32 @@ class Profile:
     created_at: float
 
 
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret file in the data dir, created once with mode 0600.
+
+    Several workers may start on an empty data dir at once: the file appears whole or not at
+    all (written aside, then linked into place), and whoever comes second reads the winner's.
+    """
+    if not path.exists():
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(make() + "\n")
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another worker made it first
+        finally:
+            os.unlink(temp)
+    return path.read_text().strip()
+
+
 def load_master_key(data_dir: str, configured: str | None) -> bytes:
     """ONCELINK_MASTER_KEY when set, else the data dir's master.key (created on first use)."""
     if configured:
         return _decode_key(str(configured), "ONCELINK_MASTER_KEY")
     path = Path(data_dir) / "master.key"
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another worker made it first
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(secrets.token_bytes(KEY_SIZE)).decode() + "\n")
-    return _decode_key(path.read_text().strip(), str(path))
+    text = read_or_create_secret(path, lambda: base64.b64encode(secrets.token_bytes(KEY_SIZE)).decode())
+    return _decode_key(text, str(path))
 
 
 def _decode_key(text: str, source: str) -> bytes:

@@ -121,3 +121,22 @@ def test_damaged_files_are_refused_and_leave_no_output(app, tmp_path):
 def test_unknown_profile_is_a_clear_error(app):
     result = flask(app, "encrypt", "--profile", "nope", "-", "-", stdin=b"x")
     assert result.returncode != 0 and b"No profile named 'nope'" in result.stderr
+
+
+def test_workers_starting_together_share_one_master_key(tmp_path):
+    """Eight processes race to create master.key and secret_key: all read the same, whole files."""
+    script = (
+        "import sys; from app import create_app; a = create_app({'DATA_DIR': sys.argv[1]}); "
+        "print(a.config['SECRET_KEY'], open(sys.argv[1] + '/master.key').read().strip())"
+    )
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    outputs = {racer.communicate(timeout=60)[0] for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(outputs) == 1
+    assert len(base64.b64decode(outputs.pop().split()[1])) == 32
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".secret-")) == []
