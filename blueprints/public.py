@@ -21,7 +21,7 @@ from core.downloads import (
 )
 from core.landing import wants_landing_page
 from db import get_db
-from extensions import limiter, serving
+from extensions import csrf, limiter, serving
 
 bp = Blueprint("public", __name__)
 
@@ -59,7 +59,7 @@ def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
         download=download,
         expires_at=iso(download.link.expires_at),
         server_now_ms=int(time.time() * 1000),
-        download_url=url_for("public.download", token=asked.token, download="1"),
+        download_url=url_for("public.download", token=asked.token),
     )
     response = Response(page, mimetype="text/html")
     response.vary.update(("Accept", "User-Agent"))
@@ -78,9 +78,15 @@ def failed_attempt(response: Response) -> bool:
     return response.status_code in (400, 401)
 
 
-@bp.route("/api/storage/public-download", methods=["GET"])
+@bp.route("/api/storage/public-download", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["PUBLIC_FAILURE_LIMIT"], deduct_when=failed_attempt)
+@csrf.exempt  # the token in the URL is the only authority here; there is no session to protect
 def download() -> Response:
+    """GET: the file (a browser: the landing page). POST: the landing page's Download button.
+
+    The button posts because mail scanners open every link in a page with a browser's headers,
+    but do not submit forms: a GET never counts as someone pressing Download.
+    """
     token = request.args.get("token", "")
     if not token:
         return api_error(400, "The link has no token.")
@@ -90,9 +96,7 @@ def download() -> Response:
         request.headers.get("If-Range"),
         request_client(),
     )
-    if request.method == "GET" and wants_landing_page(
-        request.headers.get("Accept"), request.user_agent.string, request.args.get("download") == "1"
-    ):
+    if wants_landing_page(request.headers.get("Accept"), request.user_agent.string, request.method == "POST"):
         return landing_page(asked, serving())
     if request.method == "HEAD":
         return file_response(inspect_download(get_db(), asked, serving(), time.time()))

@@ -37,6 +37,6 @@ def prefers_html(accept: str | None) -> bool:
     return html > 0 and html >= anything
 
 
-def wants_landing_page(accept: str | None, user_agent: str | None, download_asked: bool) -> bool:
-    """Bots always; browsers until they press Download (which asks with `download_asked`)."""
-    return is_preview_bot(user_agent) or (not download_asked and prefers_html(accept))
+def wants_landing_page(accept: str | None, user_agent: str | None, download_pressed: bool) -> bool:
+    """Bots always; browsers until someone presses Download (a form POST, `download_pressed`)."""
+    return is_preview_bot(user_agent) or (not download_pressed and prefers_html(accept))

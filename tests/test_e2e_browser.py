@@ -184,7 +184,7 @@ def test_a_browser_opening_the_link_sees_the_landing_page(page, server, tmp_path
     fetched = run(f"curl -fsSL -o out '{url}'", tmp_path)  # the landing page used nothing
     assert fetched.returncode == 0 and (tmp_path / "out").read_bytes() == DUMP
     with page.expect_download() as download:
-        page.get_by_role("link", name="Download").click()
+        page.get_by_role("button", name="Download").click()
     assert Path(download.value.path()).read_bytes() == DUMP
     assert run(f"curl -fsS -o /dev/null '{url}'", tmp_path).returncode == 22  # both uses spent
 

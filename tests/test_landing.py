@@ -65,7 +65,7 @@ def test_prefers_html(accept, expected):
 @pytest.mark.parametrize("user_agent", BOTS)
 def test_preview_bots_are_known(user_agent):
     assert is_preview_bot(user_agent)
-    assert wants_landing_page("*/*", user_agent, download_asked=True)
+    assert wants_landing_page("*/*", user_agent, download_pressed=True)
 
 
 @pytest.mark.parametrize("user_agent", ["curl/8.5.0", "Wget/1.21.3", "python-requests/2.32", CHROME_UA, None])
@@ -78,19 +78,23 @@ def test_browser_sees_a_landing_page_and_the_link_stays(app, client):
     page = client.get(URL + token, headers={"Accept": CHROME_ACCEPT, "User-Agent": CHROME_UA})
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "db.sql.gz" in page.text and "1.2 KiB" in page.text and "data-expires-at=" in page.text
-    assert f'href="/api/storage/public-download?token={token}&amp;download=1"' in page.text
+    assert f'<form method="post" action="/api/storage/public-download?token={token}">' in page.text
     assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["Cache-Control"] == "no-store"
     assert "Set-Cookie" not in page.headers and "Accept" in page.headers["Vary"]
     assert uses(app) == 0
-    download = client.get(URL + token + "&download=1", headers={"Accept": CHROME_ACCEPT}, buffered=True)
+    scanner = client.get(
+        URL + token + "&download=1", headers={"Accept": CHROME_ACCEPT, "User-Agent": CHROME_UA}
+    )
+    assert "<html" in scanner.text and uses(app) == 0  # a scanner in a browser's clothes follows links
+    download = client.post(URL + token, headers={"Accept": CHROME_ACCEPT}, buffered=True)
     assert download.data == b"dump" * 300 and uses(app) == 1
 
 
 @pytest.mark.parametrize("user_agent", BOTS[:4])
 def test_bots_never_use_the_link(app, client, user_agent):
     token = mint(app, "db.sql.gz")
-    for url in (URL + token, URL + token + "&download=1"):
-        response = client.get(url, headers={"User-Agent": user_agent, "Accept": "*/*"})
+    for send in (client.get, client.post):
+        response = send(URL + token, headers={"User-Agent": user_agent, "Accept": "*/*"})
         assert response.status_code == 200 and "<html" in response.text
     assert uses(app) == 0
     db = connect(app.config["DATABASE"])
@@ -125,11 +129,11 @@ def test_a_browser_gets_409_and_416_pages_not_500(app, client, backups):
     (backups / "f.bin").write_bytes(b"x" * 1000)
     html = {"Accept": "text/html,*/*;q=0.8"}
     token = mint(app, "f.bin")
-    url = f"/api/storage/public-download?token={token}&download=1"
-    busy = client.get(url, buffered=False)  # a transfer in progress holds the link
-    second = client.get(url, headers=html)
+    url = f"/api/storage/public-download?token={token}"
+    busy = client.post(url, buffered=False)  # a transfer in progress holds the link
+    second = client.post(url, headers=html)
     assert second.status_code == 409 and second.headers["Retry-After"]
     busy.close()
-    fresh = f"/api/storage/public-download?token={mint(app, 'f.bin')}&download=1"
-    past_end = client.get(fresh, headers={**html, "Range": "bytes=5000-"})
+    fresh = f"/api/storage/public-download?token={mint(app, 'f.bin')}"
+    past_end = client.post(fresh, headers={**html, "Range": "bytes=5000-"})
     assert past_end.status_code == 416 and past_end.headers["Content-Range"] == "bytes */1000"
