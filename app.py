@@ -34,6 +34,7 @@ DEFAULTS = {
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
     "PRESIGN_TTL": 30,
+    "SEND_TIMEOUT": 120,
     "PROXY_HOPS": 0,
     # Wrong or dead tokens one address may try; right ones are never limited.
     "PUBLIC_FAILURE_LIMIT": "60 per minute",

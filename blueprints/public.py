@@ -103,4 +103,15 @@ def download() -> Response:
     download = start_download(get_db(), asked, serving(), time.time())
     if download.redirect_url:
         return redirect(download.redirect_url, code=302)
+    give_up_on_stalled_clients()
     return file_response(download)
+
+
+def give_up_on_stalled_clients() -> None:
+    """A client that stops reading (a laptop asleep mid-wget) must not hold the link's lease for
+    ever: once nothing could be sent for ONCELINK_SEND_TIMEOUT seconds the transfer fails, the
+    lease goes back, and `wget -c` can resume. gunicorn makes the socket blocking again for the
+    next request on the connection."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(float(current_app.config["SEND_TIMEOUT"]))

@@ -172,6 +172,7 @@ class LiveServer:
             "ONCELINK_ACCESS_LOG": str(self.access_log),
             "ONCELINK_ERROR_LOG": str(self.error_log),
             "WEB_CONCURRENCY": "2",
+            "ONCELINK_SEND_TIMEOUT": "3",
             "ONCELINK_RATELIMIT_ENABLED": "false",  # the race tests send many refused requests
         }
 

@@ -288,3 +288,23 @@ def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
     status, minted = mint_over_http(live_server, key, "local", {"file": "small.tar.gz", "uses": 2})
     assert status == 200 and minted["success"] is True and minted["uses"] == 2
     assert [status_of(minted["url"]) for _ in range(3)] == [200, 200, 401]
+
+
+def test_a_client_that_stops_reading_loses_the_lease(live_server, big, tmp_path):
+    """It reads the headers, then nothing (a laptop asleep): after the send timeout (3 s in tests)
+    the transfer is given up and the link can be fetched again."""
+    url = live_server.link("big.bin")
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((parts.hostname, parts.port))
+    sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+    try:
+        wait_for(
+            lambda: outcome_events(live_server, url) == ["aborted"], "the stalled transfer to be given up"
+        )
+        assert status_of(url, tmp_path / "out") == 200
+    finally:
+        sock.close()
+    assert (tmp_path / "out").read_bytes() == big
