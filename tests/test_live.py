@@ -160,20 +160,23 @@ def interrupted(command: list[str], target: Path, cwd: Path) -> None:
         process.wait()
 
 
+def wget_killed_then_continued(server, url: str, target: Path, expected: bytes) -> None:
+    """A rate-limited wget killed part-way, then `wget -c`: the file ends whole, the link is used
+    once, and the second request started where the first stopped."""
+    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, target.parent)
+    wait_for(lambda: outcome_events(server, url) == ["aborted"], "the abort to be recorded")
+    partial_size = target.stat().st_size
+    assert 0 < partial_size < len(expected)
+    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=target.parent, check=True, timeout=120)
+    assert target.read_bytes() == expected
+    link, events = link_record(server, url)
+    assert link.uses == 1
+    assert [e.bytes for e in events if e.event == "started"][-1] >= partial_size
+
+
 def test_wget_continue_after_a_killed_wget_finishes_and_uses_the_link(live_server, big, tmp_path):
     url = live_server.link("big.bin")
-    target = tmp_path / "big.bin"
-    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, tmp_path)
-    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
-    partial_size = target.stat().st_size
-    assert 0 < partial_size < len(big)
-    result = subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=tmp_path, timeout=120)
-    assert result.returncode == 0
-    assert target.read_bytes() == big
-    link, events = link_record(live_server, url)
-    assert link.uses == 1
-    resumed = [e for e in events if e.event == "started"][-1]
-    assert resumed.bytes >= partial_size  # the second request started where the first stopped
+    wget_killed_then_continued(live_server, url, tmp_path / "big.bin", big)
     assert status_of(url) == 401
 
 

@@ -9,7 +9,16 @@ import pytest
 
 from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE
 from tests.conftest import seal
-from tests.test_live import MIB, curl, interrupted, link_record, outcome_events, status_of, token_of, wait_for
+from tests.test_live import (
+    MIB,
+    curl,
+    link_record,
+    outcome_events,
+    status_of,
+    token_of,
+    wait_for,
+    wget_killed_then_continued,
+)
 
 SIZE = 24 * MIB + 4321
 
@@ -40,15 +49,7 @@ def test_wget_continue_resumes_a_decrypted_download(live_server, dump, tmp_path)
     plain, _ = dump
     url = live_server.link("dump.sql.gz.enc")
     target = tmp_path / "dump.sql.gz"
-    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, tmp_path)
-    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort to be recorded")
-    partial = target.stat().st_size
-    assert 0 < partial < len(plain)
-    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], check=True, timeout=120)
-    assert target.read_bytes() == plain
-    link, events = link_record(live_server, url)
-    assert link.uses == 1
-    assert [e.bytes for e in events if e.event == "started"][-1] >= partial
+    wget_killed_then_continued(live_server, url, target, plain)
     assert status_of(url) == 401
 
 

@@ -17,12 +17,12 @@ from tests.conftest import add_s3, seal
 from tests.test_live import (
     MIB,
     curl,
-    interrupted,
     link_record,
     mint_over_http,
     outcome_events,
     status_of,
     wait_for,
+    wget_killed_then_continued,
 )
 
 BUCKET = "live"
@@ -84,12 +84,7 @@ def test_abort_and_retry(live_server, s3, tmp_path):
 def test_wget_continue_resumes(live_server, s3, tmp_path):
     url = live_server.link("db.sql.gz", storage="s3")
     target = tmp_path / "db.sql.gz"
-    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, tmp_path)
-    wait_for(lambda: outcome_events(live_server, url) == ["aborted"], "the abort")
-    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], check=True, timeout=120)
-    assert target.read_bytes() == DATA
-    link, events = link_record(live_server, url)
-    assert link.uses == 1 and [e.bytes for e in events if e.event == "started"][-1] > 0
+    wget_killed_then_continued(live_server, url, target, DATA)
 
 
 def test_decrypted_download_of_an_encrypted_object(live_server, s3, tmp_path):
