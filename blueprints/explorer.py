@@ -12,9 +12,9 @@ from werkzeug.datastructures import MultiDict
 from blueprints.guards import request_client
 from blueprints.links import iso, link_limits, public_url, purge_long_dead_links
 from blueprints.pages import clock, human_size, page_permission, render_htmx, utc_time
-from blueprints.public import file_response
+from blueprints.responses import file_response
 from core.commands import fetch_commands
-from core.direct import open_direct
+from core.downloads import open_direct
 from core.explorer import FolderQuery, breadcrumbs, browse_folder, describe_file
 from core.links import (
     InvalidLinkRequest,
@@ -129,16 +129,16 @@ def mint_link(storage_id: str):
         replaces=request.form.get("replaces", type=int),
     )
     purge_long_dead_links()
-    url = public_url(issued.minted.token)
+    url = public_url(issued.token)
     return render_htmx(
         "explorer/link.html",
         "explorer/_link_result.html",
         storage_id=storage_id,
         issued=issued,
-        link=issued.minted.link,
+        link=issued.link,
         request_=link_request,
         url=url,
-        expires_at=iso(issued.minted.link.expires_at),
+        expires_at=iso(issued.link.expires_at),
         server_now_ms=int(time.time() * 1000),
-        commands=fetch_commands(url, issued.filename),
+        commands=fetch_commands(url, issued.delivery.filename),
     )

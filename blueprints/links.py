@@ -88,7 +88,7 @@ def minted_json(minted: MintedLink) -> dict:
         "expiresAt": iso(link.expires_at),
         "singleUse": link.max_uses == 1,
         "uses": link.max_uses,
-        "delivery": minted.delivery,
+        "delivery": minted.handed_out_as,
     }
 
 

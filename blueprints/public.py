@@ -5,50 +5,16 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
-from werkzeug.http import http_date
-from werkzeug.wsgi import FileWrapper
 
 from blueprints.guards import api_error, request_client
 from blueprints.links import iso
-from core.bodies import TrackedFile
-from core.downloads import (
-    Download,
-    DownloadRequest,
-    Serving,
-    content_disposition,
-    inspect_download,
-    start_download,
-)
+from blueprints.responses import file_response
+from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
 from db import get_db
 from extensions import csrf, limiter, serving
 
 bp = Blueprint("public", __name__)
-
-BLOCK_SIZE = 256 * 1024  # only used when sendfile is not available
-
-
-def file_response(download: Download) -> Response:
-    body = download.body or ()
-    if isinstance(body, TrackedFile):
-        # The server's own wrapper, so that gunicorn recognises it and uses sendfile.
-        wrap = request.environ.get("wsgi.file_wrapper", FileWrapper)
-        body = wrap(body, BLOCK_SIZE)
-    response = Response(
-        body,
-        status=206 if download.partial else 200,
-        mimetype="application/octet-stream",
-        direct_passthrough=True,
-    )
-    headers = response.headers
-    headers["Content-Length"] = str(download.stop - download.start)
-    if download.partial:
-        headers["Content-Range"] = f"bytes {download.start}-{download.stop - 1}/{download.size}"
-    headers["Accept-Ranges"] = "bytes"
-    headers["ETag"] = download.etag
-    headers["Last-Modified"] = http_date(download.mtime)
-    headers["Content-Disposition"] = content_disposition(download.filename)
-    return response
 
 
 def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
@@ -103,15 +69,4 @@ def download() -> Response:
     download = start_download(get_db(), asked, serving(), time.time())
     if download.redirect_url:
         return redirect(download.redirect_url, code=302)
-    give_up_on_stalled_clients()
     return file_response(download)
-
-
-def give_up_on_stalled_clients() -> None:
-    """A client that stops reading (a laptop asleep mid-wget) must not hold the link's lease for
-    ever: once nothing could be sent for ONCELINK_SEND_TIMEOUT seconds the transfer fails, the
-    lease goes back, and `wget -c` can resume. gunicorn makes the socket blocking again for the
-    next request on the connection."""
-    sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(float(current_app.config["SEND_TIMEOUT"]))

@@ -1,19 +1,19 @@
-"""Serving a link: choose the byte range, claim the link, and count the use only when every byte left.
+"""Serving a link: choose the byte range, claim it, and count the use only once the client has it.
 
-A plain file (or an encrypted one asked for as stored) goes out as a `TrackedFile`, which
-gunicorn sends zero-copy with sendfile; an encrypted file asked for decrypted goes out as a
-`DecryptingBody`, chunk by chunk, never on disk in plain and never whole in memory.
+The body (core/sending.py) sends the file itself: a plain file zero-copy with sendfile in
+bounded pieces, an encrypted one decrypted chunk by chunk, never on disk in plain and never
+whole in memory. Each transfer holds a claim of its own (core/tokens.py) that the lease keeper
+renews and the body checks before every piece.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
+import sqlite3
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import BinaryIO
 from urllib.parse import quote
 
 from sqlite_utils import Database
@@ -21,14 +21,13 @@ from werkzeug.http import parse_range_header
 
 import db as database
 from core import tokens
-from core.bodies import DecryptingBody, TrackedFile
+from core.delivery import Delivery, OpenedDelivery, open_delivery
 from core.leases import LeaseKeeper
+from core.sending import Content, Outcome, Stream, TransferBody
 from db.events import Client, record_link_event
 from db.links import Link
-from encryption.format import FormatError, Layout, decrypt_range, layout_of
+from encryption.format import FormatError, IntegrityError
 from encryption.keys import Keyring
-from storage import load_storage
-from storage.base import Entry, Storage
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +59,21 @@ class DownloadRequest:
 
 @dataclass(frozen=True)
 class Download:
-    """What a response needs to describe one transfer (or a HEAD of it)."""
+    """One response about a file: a transfer, a HEAD, a landing page or a redirect.
 
-    link: Link
-    filename: str
-    size: int
+    `link` is None for a signed-in user's direct download.
+    """
+
+    delivery: Delivery
     start: int
     stop: int
-    etag: str
-    mtime: float
-    body: TrackedFile | DecryptingBody | None = None
+    link: Link | None = None
+    body: TransferBody | None = None
     redirect_url: str | None = None  # the link was used up handing out this presigned URL
 
     @property
     def partial(self) -> bool:
-        return (self.start, self.stop) != (0, self.size)
-
-
-def etag_for(storage_id: str, entry: Entry, variant: str = "stored") -> str:
-    """Strong validator: changes with the file's identity, size or mtime, and with the representation."""
-    basis = f"{storage_id}\0{entry.path}\0{entry.size}\0{entry.mtime!r}\0{variant}".encode()
-    return '"' + hashlib.sha256(basis).hexdigest()[:32] + '"'
+        return (self.start, self.stop) != (0, self.delivery.size)
 
 
 def choose_range(size: int, range_header: str | None, if_range: str | None, etag: str) -> tuple[int, int]:
@@ -113,26 +106,6 @@ def content_disposition(filename: str, ascii_only: bool = False) -> str:
     return value
 
 
-def decrypted_name(name: str) -> str:
-    return name[: -len(".enc")] if name.endswith(".enc") and len(name) > len(".enc") else name
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """A link's file, open, with what a response about it needs."""
-
-    download: Download
-    storage: Storage
-    source: BinaryIO
-    layout: Layout | None
-    key: bytes | None
-
-    @property
-    def redirects(self) -> bool:
-        """Stored bytes on a storage that hands them out itself."""
-        return self.layout is None and self.storage.redirects
-
-
 def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
     try:
         return tokens.usable_link(db, request.token, now)
@@ -141,165 +114,143 @@ def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
         raise
 
 
-def _describe(
-    db: Database,
-    link: Link,
-    entry: Entry,
-    storage: Storage,
-    source: BinaryIO,
-    request: DownloadRequest,
-    keyring: Keyring,
-    now: float,
-) -> _Opened:
-    """What the response will be: the file as stored, or its plaintext when it is ours and asked for so."""
+def _open(
+    db: Database, request: DownloadRequest, keyring: Keyring, now: float
+) -> tuple[Link, OpenedDelivery]:
+    """The link (401 when it cannot be used) and its file, opened for delivery."""
+    link = _usable_link(db, request, now)
     try:
-        layout = layout_of(source, entry.size) if link.decrypt else None
+        return link, open_delivery(db, link.storage_id, link.path, keyring, link.decrypt)
     except FormatError:
         record_link_event(db, "integrity", link, now, request.client, reason="header or size")
         raise
-    if layout is None:
-        name, size, etag, key = entry.name, entry.size, etag_for(link.storage_id, entry), None
-    else:
-        name, size = decrypted_name(entry.name), layout.plaintext_size
-        etag = etag_for(link.storage_id, entry, variant="decrypted")
-        key = keyring.key_for(db, layout.header.key_id)
-    start, stop = choose_range(size, request.range_header, request.if_range, etag)
-    return _Opened(Download(link, name, size, start, stop, etag, entry.mtime), storage, source, layout, key)
 
 
-def _open(db: Database, request: DownloadRequest, keyring: Keyring, now: float) -> _Opened:
-    """The link (401 when it cannot be used), its file opened and described."""
-    link = _usable_link(db, request, now)
-    storage = load_storage(db, link.storage_id, keyring)
-    entry = storage.stat(link.path)
-    source = storage.open(entry.path, entry.size)
-    try:
-        return _describe(db, link, entry, storage, source, request, keyring, now)
-    except BaseException:
-        source.close()
-        raise
+def _download(link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
+    delivery = opened.delivery
+    start, stop = choose_range(delivery.size, request.range_header, request.if_range, delivery.etag)
+    return Download(delivery, start, stop, link)
 
 
 def inspect_download(
     db: Database, request: DownloadRequest, serving: Serving, now: float, event: str = "head"
 ) -> Download:
     """What a GET would send, without claiming the link (HEAD, or `preview` for the landing page)."""
-    opened = _open(db, request, serving.keyring, now)
+    link, opened = _open(db, request, serving.keyring, now)
     opened.source.close()
-    record_link_event(db, event, opened.download.link, now, request.client)
-    return opened.download
-
-
-def _claim(
-    db: Database, request: DownloadRequest, link: Link, lease_seconds: float, now: float
-) -> tokens.Claim:
-    try:
-        return tokens.claim_link(db, request.token, lease_seconds, now)
-    except tokens.TokenUnavailable as exc:
-        record_link_event(db, "rejected", link, now, request.client, reason=exc.reason)
-        raise
-    except tokens.TokenBusy:
-        record_link_event(db, "rejected", link, now, request.client, reason="busy")
-        raise
-
-
-def _body(opened: _Opened, lease_id: str, finish: _Finisher) -> TrackedFile | DecryptingBody:
-    download = opened.download
-    if opened.layout is None:
-        return TrackedFile(opened.source, download.start, download.stop, lease_id, finish)
-    pieces = decrypt_range(opened.source, opened.key, opened.layout, download.start, download.stop)
-    body = DecryptingBody(opened.source, pieces, lease_id, finish)
-    try:
-        body.prime()
-    except BaseException:
-        body.close()  # gives the lease back and records why (an `integrity` event for a bad chunk)
-        raise
-    return body
+    download = _download(link, opened, request)
+    record_link_event(db, event, link, now, request.client)
+    return download
 
 
 def _redirect(
-    db: Database, request: DownloadRequest, opened: _Opened, serving: Serving, now: float
+    db: Database, request: DownloadRequest, download: Download, serving: Serving, now: float
 ) -> Download:
     """Use the link up now and hand out a presigned URL: the server carries no bytes.
 
     Single use is approximate here: the URL works for anyone until it expires.
     """
-    download = opened.download
-    try:
-        tokens.consume_link(db, request.token, now)
-    except (tokens.TokenUnavailable, tokens.TokenBusy) as exc:
-        record_link_event(
-            db, "rejected", download.link, now, request.client, reason=getattr(exc, "reason", "busy")
-        )
-        raise
-    url = opened.storage.presigned_url(
-        download.link.path, serving.presign_seconds, content_disposition(download.filename, ascii_only=True)
+    tokens.consume_link(db, request.token, now, request.client)
+    delivery = download.delivery
+    url = delivery.storage.presigned_url(
+        delivery.entry.path, serving.presign_seconds, content_disposition(delivery.filename, ascii_only=True)
     )
-    record_link_event(db, "redirected", download.link, now, request.client)
     return dataclasses.replace(download, redirect_url=url)
 
 
-def byte_budget(download: Download) -> int:
-    """How many bytes a link may hand out in all, aborted and partial transfers included.
+def _primed_content(
+    db: Database, link: Link, opened: OpenedDelivery, download: Download, request: DownloadRequest, now: float
+) -> Content:
+    """The range to send; a stream's first piece is pulled now, so that a damaged encrypted file
+    fails before any claim is taken or header sent (its final chunk is verified first)."""
+    content = opened.content(download.start, download.stop)
+    if isinstance(content, Stream):
+        try:
+            content.prime()
+        except IntegrityError:
+            record_link_event(db, "integrity", link, now, request.client, reason="chunk")
+            raise
+    return content
 
-    Interrupted transfers must not use a link up, and ranges short of the end never do; without
-    a cap, a holder could fetch almost all of a file again and again. Every use gets one copy's
-    worth, and one more copy is there for retries and resumes.
-    """
-    return (download.link.max_uses + 1) * max(download.size, 1)
 
-
-def _within_budget(db: Database, request: DownloadRequest, opened: _Opened, now: float) -> None:
-    link = opened.download.link
-    if link.bytes_sent >= byte_budget(opened.download):
-        opened.source.close()
-        record_link_event(db, "rejected", link, now, request.client, reason="bytes")
-        raise tokens.TokenUnavailable("bytes", link)
+def _claimed_body(
+    db: Database,
+    request: DownloadRequest,
+    opened: OpenedDelivery,
+    download: Download,
+    serving: Serving,
+    now: float,
+) -> TransferBody:
+    content = _primed_content(db, download.link, opened, download, request, now)
+    keeper = serving.keeper
+    span = tokens.Span(download.start, download.stop, download.delivery.size)
+    claimed_at = time.monotonic()
+    claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client)
+    finish = _Finisher(keeper.database_path, claim, request.client)
+    return TransferBody(opened.source, content, keeper.hold(claim, claimed_at), finish, counts=span.counts)
 
 
 def start_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
-    """Claim the link and prepare its body; the use is counted when the body closes delivered."""
-    opened = _open(db, request, serving.keyring, now)
-    _within_budget(db, request, opened, now)
-    if opened.redirects:
-        opened.source.close()
-        return _redirect(db, request, opened, serving, now)
-    download, keeper = opened.download, serving.keeper
+    """Claim the link and prepare its body; the use is counted when the client has every byte."""
+    link, opened = _open(db, request, serving.keyring, now)
     try:
-        claim = _claim(db, request, download.link, keeper.lease_seconds, now)
+        download = _download(link, opened, request)
+        if opened.delivery.redirects:
+            opened.source.close()
+            return _redirect(db, request, download, serving, now)
+        return dataclasses.replace(download, body=_claimed_body(db, request, opened, download, serving, now))
     except BaseException:
         opened.source.close()
         raise
-    body = _body(opened, claim.lease_id, _Finisher(keeper.database_path, claim, download, request.client))
-    keeper.hold(body)
-    record_link_event(db, "started", download.link, now, request.client, bytes=download.start)
-    return dataclasses.replace(download, body=body)
+
+
+def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> Download:
+    """A signed-in user's own download: no link, no claim, no use; decrypted when it is ours."""
+    opened = open_delivery(db, storage_id, path, keyring, decrypt=True)
+    try:
+        size = opened.delivery.size
+        content = opened.content(0, size)
+        if isinstance(content, Stream):
+            content.prime()  # a damaged file fails here, before any header is sent
+        return Download(
+            opened.delivery, 0, size, body=TransferBody(opened.source, content, None, _nothing_to_count)
+        )
+    except BaseException:
+        opened.source.close()
+        raise
+
+
+def _nothing_to_count(_outcome: Outcome) -> None:
+    """Direct downloads hold no claim and use up nothing."""
+
+
+def outcome_event(outcome: Outcome, counts: bool) -> str:
+    """The event that records how a transfer ended."""
+    if outcome.delivered:
+        return "completed" if counts else "partial"
+    return {"lapsed": "lost", "unsecured": "lost", "revoked": "stopped", "integrity": "integrity"}.get(
+        outcome.failure or "", "aborted"
+    )
 
 
 @dataclass(frozen=True)
 class _Finisher:
-    """Counts or releases the claim when the body closes; runs after the request context is gone."""
+    """Counts or gives back the claim when the body closes; runs after the request context is gone."""
 
     database_path: str
     claim: tokens.Claim
-    download: Download
     client: Client
 
-    def __call__(self, sent: int, delivered: bool, failure: str | None) -> None:
-        now = time.time()
-        # Only a transfer that delivered its range up to the end of the file is a use.
-        reached_end = delivered and self.download.stop == self.download.size
-        outcome = failure or ("completed" if reached_end else "partial" if delivered else "aborted")
+    def __call__(self, outcome: Outcome) -> None:
+        kind = outcome_event(outcome, self.claim.span.counts)
         try:
             db = database.connect(self.database_path)
             try:
-                if reached_end:
-                    tokens.complete_transfer(db, self.claim, now, sent)
-                else:
-                    tokens.release_transfer(db, self.claim, sent)
-                record_link_event(db, outcome, self.claim.link, now, self.client, bytes=sent)
+                tokens.finish_claim(
+                    db, self.claim, kind, time.time(), outcome.sent, self.client, outcome.failure
+                )
             finally:
                 db.close()
-        except Exception:
-            # The lease lapses on its own once the keeper stops renewing it.
-            log.exception("Could not record the end of a transfer of link %s", self.claim.link.id)
+        except sqlite3.Error as exc:
+            # The lease lapses unrenewed: a final claim is then counted, any other given back.
+            log.warning("Could not record the end of a transfer of link %s: %s", self.claim.link.id, exc)

@@ -1,64 +1,125 @@
-"""Keeps the leases of this process's running transfers alive.
+"""The claims this process holds while its transfers run, and the thread that keeps them alive.
 
-A lease is short, so a worker that dies frees its links within seconds; while a
-transfer runs (often inside sendfile, where no Python code runs for it), one thread
-per process renews the leases of every transfer still open.
+A lease is short, so a worker that dies frees its claims within seconds. While a transfer
+runs, one thread per process renews the lease of every claim still open. The sender never
+trusts that blindly: before each piece it checks, on the monotonic clock, that the claim was
+renewed within the lease time and was not lost or revoked (`HeldClaim.check`), so a worker
+that was frozen past its lease stops before it sends another byte.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
-from typing import Protocol
 
 import db as database
-from db.links import renew_leases
+from core import tokens
 
 log = logging.getLogger(__name__)
 
+REVOKE_NOTICE_SECONDS = 2.0  # a revoked link stops its running transfers within about this long
 
-class LeasedBody(Protocol):
-    lease_id: str
-    closed: bool
+
+class TransferStopped(ConnectionResetError):
+    """A transfer ended on purpose: its claim was lost or revoked, its client stopped acknowledging,
+    or its source broke. An ECONNRESET, so that gunicorn closes the connection without a traceback."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.ECONNRESET, reason)
+        self.reason = reason
+
+
+class HeldClaim:
+    """A claim of this process's, renewed by the keeper and checked by the sender."""
+
+    def __init__(self, claim: tokens.Claim, database_path: str, lease_seconds: float, claimed_at: float):
+        self.claim = claim
+        self.closed = False
+        self.final = False
+        self.lost: str | None = None
+        self.renewed_at = claimed_at  # monotonic, taken before the statement that set the lease
+        self._database_path = database_path
+        self._lease_seconds = lease_seconds
+
+    def check(self) -> None:
+        """Raise TransferStopped unless the claim is provably still ours.
+
+        A final claim is never given back by anyone else, so only losing it (revocation) stops it.
+        """
+        if self.lost:
+            raise TransferStopped(self.lost)
+        if not self.final and time.monotonic() - self.renewed_at >= self._lease_seconds:
+            raise TransferStopped("lapsed")
+
+    def secure_final(self) -> None:
+        """Before the piece that reaches the end: the claim becomes final, or the transfer stops."""
+        self.check()
+        started = time.monotonic()
+        try:
+            db = database.connect(self._database_path)
+            try:
+                secured = tokens.secure_final(db, self.claim, time.time(), self._lease_seconds)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("Could not secure the last piece of link %s: %s", self.claim.link.id, exc)
+            secured = False
+        if not secured:
+            raise TransferStopped("unsecured")
+        self.final, self.renewed_at = True, started
+
+    def renew(self, db, lease_seconds: float) -> None:
+        started = time.monotonic()
+        if tokens.renew_claim(db, self.claim, time.time(), lease_seconds):
+            self.renewed_at = max(self.renewed_at, started)
+        elif not self.closed:
+            self.lost = tokens.lost_reason(db, self.claim)
 
 
 class LeaseKeeper:
     def __init__(self, database_path: str, lease_seconds: float):
         self.database_path = database_path
         self.lease_seconds = lease_seconds
+        self.interval = min(lease_seconds / 3, REVOKE_NOTICE_SECONDS)
         # Weak: a body that is dropped without being closed stops being renewed.
-        self._bodies: weakref.WeakSet[LeasedBody] = weakref.WeakSet()
+        self._held: weakref.WeakSet[HeldClaim] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread_pid: int | None = None
 
-    def hold(self, body: LeasedBody) -> None:
+    def hold(self, claim: tokens.Claim, claimed_at: float) -> HeldClaim:
+        held = HeldClaim(claim, self.database_path, self.lease_seconds, claimed_at)
         with self._lock:
-            self._bodies.add(body)
+            self._held.add(held)
             if self._thread_pid != os.getpid():  # none yet, or inherited across a fork
                 self._thread_pid = os.getpid()
                 threading.Thread(target=self._run, name="lease-keeper", daemon=True).start()
+        return held
 
-    def held_lease_ids(self) -> list[str]:
+    def open_claims(self) -> list[HeldClaim]:
         with self._lock:
-            return [body.lease_id for body in list(self._bodies) if not body.closed]
+            return [held for held in list(self._held) if not held.closed]
 
     def renew_now(self) -> None:
-        lease_ids = self.held_lease_ids()
-        if not lease_ids:
+        held_claims = self.open_claims()
+        if not held_claims:
             return
         db = database.connect(self.database_path)
         try:
-            renew_leases(db, lease_ids, time.time() + self.lease_seconds)
+            for held in held_claims:
+                held.renew(db, self.lease_seconds)
         finally:
             db.close()
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.lease_seconds / 3)
+            time.sleep(self.interval)
             try:
                 self.renew_now()
-            except Exception:
-                log.exception("Could not renew transfer leases")
+            except sqlite3.Error as exc:
+                # The senders stop on their own once their leases run out unrenewed.
+                log.warning("Could not renew transfer claims: %s", exc)

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from core.accounts import User
-from core.downloads import decrypted_name
-from core.explorer import ListedEntry, describe_file
-from core.tokens import hash_token, new_token
+from core.delivery import Delivery, describe_delivery
+from core.tokens import hash_token, new_token, settle_lapsed_claims
 from db import links as queries
+from db import write_transaction
 from db.events import Client, record_link_event
 from db.links import Link
-from encryption.format import layout_of
 from encryption.keys import Keyring
-from storage import load_storage
 
 
 class InvalidLinkRequest(ValueError):
@@ -45,7 +43,12 @@ class LinkRequest:
 class MintedLink:
     token: str
     link: Link
-    delivery: str = "proxy"  # or "redirect": a presigned URL, single use only approximately
+    delivery: Delivery
+
+    @property
+    def handed_out_as(self) -> str:
+        """ "proxy", or "redirect": a presigned URL, single use only approximately."""
+        return "redirect" if self.delivery.redirects else "proxy"
 
 
 def _bounded_int(data: dict, key: str, default: int, maximum: int) -> int:
@@ -79,29 +82,33 @@ def create_link(
     now: float,
     client: Client = Client(),
 ) -> MintedLink:
-    """Mint a link to a file that exists now; the token is returned here and never stored."""
-    storage = load_storage(db, storage_id, keyring)
-    entry = storage.stat(request.file)
-    layout = None
-    if request.decrypt:
-        with storage.open(entry.path, entry.size) as source:
-            layout = layout_of(source, entry.size)
-        if layout is not None:
-            keyring.key_for(db, layout.header.key_id)  # no profile: refuse now, not a broken download later
+    """Mint a link to a file that exists now; the token is returned here and never stored.
+
+    A file encrypted under a profile this server lacks is refused now, not at download time.
+    """
+    delivery = describe_delivery(db, storage_id, request.file, keyring, request.decrypt)
+    return _mint(db, delivery, request, creator, now, client)
+
+
+def _mint(
+    db: Database, delivery: Delivery, request: LinkRequest, creator: User | None, now: float, client: Client
+) -> MintedLink:
+    """The link and its `created` event, in one transaction."""
     token = new_token()
-    link = queries.insert_link(
-        db,
-        token_hash=hash_token(token),
-        storage_id=storage_id,
-        path=entry.path,
-        decrypt=request.decrypt,
-        created_by=creator.id if creator else None,
-        created_at=now,
-        expires_at=now + request.ttl,
-        max_uses=request.uses,
-    )
-    record_link_event(db, "created", link, now, client, reason=creator.name if creator else "cli")
-    return MintedLink(token, link, "redirect" if storage.redirects and layout is None else "proxy")
+    with write_transaction(db):
+        link = queries.insert_link(
+            db,
+            token_hash=hash_token(token),
+            storage_id=delivery.storage_id,
+            path=delivery.entry.path,
+            decrypt=request.decrypt,
+            created_by=creator.id if creator else None,
+            created_at=now,
+            expires_at=now + request.ttl,
+            max_uses=request.uses,
+        )
+        record_link_event(db, "created", link, now, client, reason=creator.name if creator else "cli")
+    return MintedLink(token, link, delivery)
 
 
 def visible_link(db: Database, link_id: int, user: User | None) -> Link:
@@ -114,14 +121,20 @@ def visible_link(db: Database, link_id: int, user: User | None) -> Link:
 
 def revoke_link(db: Database, link_id: int, by: User | None, now: float, client: Client = Client()) -> Link:
     link = visible_link(db, link_id, by)
-    if queries.revoke_link(db, link_id, now):
-        record_link_event(db, "revoked", link, now, client, reason=by.name if by else "cli")
+    with write_transaction(db):
+        if queries.revoke_link(db, link_id, now):
+            record_link_event(db, "revoked", link, now, client, reason=by.name if by else "cli")
     return queries.get_link(db, link_id)
 
 
 def purge_dead_links(db: Database, retention_seconds: float, now: float) -> int:
-    """Delete links that can no longer be used, once dead for the retention period; events stay."""
-    return queries.delete_dead_links(db, now - retention_seconds, now)
+    """Delete links that can no longer be used, once dead for the retention period; events stay.
+
+    Lapsed claims are settled first: a link whose last transfer's worker died is dead too.
+    """
+    with write_transaction(db):
+        settle_lapsed_claims(db, now)
+        return queries.delete_dead_links(db, now - retention_seconds)
 
 
 def describe_duration(seconds: int) -> str:
@@ -141,15 +154,6 @@ def revoke_if_unused(db: Database, link_id: int, by: User, now: float, client: C
     return link
 
 
-@dataclass(frozen=True)
-class IssuedLink:
-    """A link minted from the browser, with the name its download will carry (for the commands)."""
-
-    minted: MintedLink
-    file: ListedEntry
-    filename: str
-
-
 def issue_link(
     db: Database,
     storage_id: str,
@@ -159,11 +163,11 @@ def issue_link(
     now: float,
     client: Client = Client(),
     replaces: int | None = None,
-) -> IssuedLink:
-    """Mint a link for the link dialog; `replaces` is the link that "Regenerate" retires."""
-    file = describe_file(db, storage_id, request.file, keyring)
-    if replaces is not None:
-        revoke_if_unused(db, replaces, user, now, client)
-    minted = create_link(db, storage_id, request, keyring, user, now, client)
-    delivered = decrypted_name(file.entry.name) if file.encrypted and request.decrypt else file.entry.name
-    return IssuedLink(minted, file, delivered)
+) -> MintedLink:
+    """Mint a link for the link dialog; `replaces` is the link that "Regenerate" retires, in the
+    same transaction: either the old link is retired and the new one exists, or neither."""
+    delivery = describe_delivery(db, storage_id, request.file, keyring, request.decrypt)
+    with write_transaction(db):
+        if replaces is not None:
+            revoke_if_unused(db, replaces, user, now, client)
+        return _mint(db, delivery, request, user, now, client)

@@ -1,7 +1,8 @@
-"""Link tokens: 32 random bytes handed out once, of which only the SHA-256 is kept.
+"""Link tokens and claims: 32 random bytes handed out once, of which only the SHA-256 is kept.
 
-A transfer claims a link by taking its lease with one atomic UPDATE; finishing the
-transfer either counts a use or gives the lease back.
+Each transfer takes a claim of its own, in one write transaction whose outcome a single
+conditional INSERT decides (db/claims.py). A link with N uses left serves up to N transfers
+at once; a claim ends completed (a use), released (nothing), or settled after its lease lapsed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from db import claims as claim_queries
 from db import links as queries
+from db import write_transaction
+from db.events import Client, record_link_event
 from db.links import Link
 
 TOKEN_BYTES = 32
@@ -20,7 +24,7 @@ MAX_TOKEN_LENGTH = 256
 
 
 class TokenUnavailable(Exception):
-    """Unknown, expired, revoked or used up; `reason` is for the event log, not the client."""
+    """Unknown, expired, revoked, used up or out of bytes; `reason` is for the event log, not the client."""
 
     def __init__(self, reason: str, link: Link | None = None):
         super().__init__(reason)
@@ -29,13 +33,32 @@ class TokenUnavailable(Exception):
 
 
 class TokenBusy(Exception):
-    """Another transfer holds the link's lease."""
+    """Every use the link has left is held by a running transfer."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """The bytes a transfer will send, [start, stop) of a file of `size` bytes."""
+
+    start: int
+    stop: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def counts(self) -> bool:
+        """Only a transfer that delivers the file up to its end is a use."""
+        return self.stop == self.size
 
 
 @dataclass(frozen=True)
 class Claim:
+    id: str
     link: Link
-    lease_id: str
+    span: Span
 
 
 def new_token() -> str:
@@ -53,7 +76,7 @@ def _find(db: Database, token: str) -> Link | None:
 
 
 def usable_link(db: Database, token: str, now: float) -> Link:
-    """The link a token opens, if it may start a transfer now (leases aside)."""
+    """The link a token opens, if it may start a transfer now (running transfers aside)."""
     link = _find(db, token)
     if link is None:
         raise TokenUnavailable("unknown")
@@ -63,28 +86,105 @@ def usable_link(db: Database, token: str, now: float) -> Link:
     return link
 
 
-def claim_link(db: Database, token: str, lease_seconds: float, now: float) -> Claim:
-    """Take the link's lease for one transfer, or say why not."""
-    lease_id = secrets.token_hex(16)
-    if len(token) <= MAX_TOKEN_LENGTH and queries.take_lease(
-        db, hash_token(token), lease_id, now, now + lease_seconds
-    ):
-        return Claim(queries.find_link(db, hash_token(token)), lease_id)
-    link = usable_link(db, token, now)  # raises with the reason when the link is dead
-    raise TokenBusy(f"link {link.id} is being downloaded")
+def byte_budget(max_uses: int, size: int) -> int:
+    """How many bytes a link may hand out in all, aborted and partial transfers included.
+
+    Interrupted transfers must not use a link up, and ranges short of the end never do; without
+    a cap, a holder could fetch almost all of a file again and again. Every use gets one copy's
+    worth, and one more copy is there for retries and resumes. The size is the file's size at
+    each request, so a file that grows raises the budget and one that shrinks lowers it.
+    """
+    return (max_uses + 1) * max(size, 1)
 
 
-def consume_link(db: Database, token: str, now: float) -> Link:
-    """Use the link up in one atomic step, or say why not."""
-    if len(token) <= MAX_TOKEN_LENGTH and queries.consume_use(db, hash_token(token), now):
-        return queries.find_link(db, hash_token(token))
+def settle_lapsed_claims(db: Database, now: float, link_id: int | None = None) -> int:
+    """Settle claims whose lease lapsed (their worker died, froze or could not write); call
+    inside a write transaction. A 'final' one counts as a use: its transfer may have delivered."""
+    lapsed = claim_queries.lapsed_claims(db, now, link_id)
+    for claim in lapsed:
+        claim_queries.settle_lapsed_claim(db, claim)
+        reason = "counted" if claim.counted else "returned"
+        record_link_event(db, "lapsed", queries.get_link(db, claim.link_id), now, reason=reason)
+    return len(lapsed)
+
+
+def _refusal(db: Database, link_id: int, now: float) -> TokenUnavailable | TokenBusy:
+    """Why a claim was refused, read in the transaction that refused it."""
+    link = queries.get_link(db, link_id)
+    reason = link.unusable_reason(now) if link else "unknown"
+    if reason:
+        return TokenUnavailable(reason, link)
+    if link.uses + link.transfers >= link.max_uses:
+        return TokenBusy(f"link {link.id} is being downloaded")
+    return TokenUnavailable("bytes", link)
+
+
+def claim_link(
+    db: Database, token: str, span: Span, lease_seconds: float, now: float, client: Client = Client()
+) -> Claim:
+    """Take a claim for one transfer of `span`, or raise why not (with a `rejected` event)."""
     link = usable_link(db, token, now)
-    raise TokenBusy(f"link {link.id} is being downloaded")
+    claim_id = secrets.token_hex(16)
+    with write_transaction(db):
+        settle_lapsed_claims(db, now, link.id)
+        taken = claim_queries.insert_claim(
+            db,
+            claim_id=claim_id,
+            link_id=link.id,
+            counts=span.counts,
+            length=span.length,
+            budget=byte_budget(link.max_uses, span.size),
+            now=now,
+            until=now + lease_seconds,
+        )
+        refusal = None if taken else _refusal(db, link.id, now)
+        reason = getattr(refusal, "reason", "busy")
+        kind, details = ("started", {"bytes": span.start}) if taken else ("rejected", {"reason": reason})
+        record_link_event(db, kind, link, now, client, **details)
+    if refusal is not None:
+        raise refusal
+    return Claim(claim_id, link, span)
 
 
-def complete_transfer(db: Database, claim: Claim, now: float, sent: int = 0) -> None:
-    queries.count_use(db, claim.link.id, claim.lease_id, now, sent)
+def consume_link(db: Database, token: str, now: float, client: Client = Client()) -> Link:
+    """Use the link up at once (a redirect: there is no transfer to follow), or raise why not."""
+    link = usable_link(db, token, now)
+    with write_transaction(db):
+        settle_lapsed_claims(db, now, link.id)
+        taken = queries.consume_use(db, hash_token(token), now)
+        refusal = None if taken else _refusal(db, link.id, now)
+        reason = getattr(refusal, "reason", "busy")
+        kind, details = ("redirected", {}) if taken else ("rejected", {"reason": reason})
+        record_link_event(db, kind, link, now, client, **details)
+    if refusal is not None:
+        raise refusal
+    return link
 
 
-def release_transfer(db: Database, claim: Claim, sent: int = 0) -> None:
-    queries.release_lease(db, claim.link.id, claim.lease_id, sent)
+def renew_claim(db: Database, claim: Claim, now: float, lease_seconds: float) -> bool:
+    return claim_queries.renew_claim(db, claim.id, now, now + lease_seconds)
+
+
+def secure_final(db: Database, claim: Claim, now: float, lease_seconds: float) -> bool:
+    """Make the claim one that is never given back, before the piece that reaches the end."""
+    return claim_queries.mark_final(db, claim.id, now, now + lease_seconds)
+
+
+def finish_claim(
+    db: Database, claim: Claim, outcome: str, now: float, sent: int, client: Client, reason: str | None = None
+) -> None:
+    """End a transfer: `completed` counts a use, any other outcome gives the claim back."""
+    link_id = claim.link.id
+    with write_transaction(db):
+        if outcome == "completed":
+            held = claim_queries.complete_claim(db, claim.id, link_id, now, sent)
+        else:
+            held = claim_queries.release_claim(db, claim.id, link_id, sent)
+        if not held:  # settled by someone else after its lease lapsed: never counted twice
+            reason = reason or "claim already settled"
+        record_link_event(db, outcome, claim.link, now, client, bytes=sent, reason=reason)
+
+
+def lost_reason(db: Database, claim: Claim) -> str:
+    """Why a claim could not be renewed: the link was revoked, or the lease lapsed."""
+    return "revoked" if claim_queries.revoked(db, claim.link.id) else "lapsed"

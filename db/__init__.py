@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from flask import Flask, current_app, g
@@ -22,6 +24,28 @@ def connect(path: str) -> Database:
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """BEGIN IMMEDIATE ... COMMIT: the write lock is taken first, waiting out other writers.
+
+    A deferred transaction that reads and then writes fails at once (SQLITE_BUSY, no waiting)
+    when another connection wrote in between; racing claims must wait their turn instead.
+    Inside a transaction already open, this is a savepoint of it.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.conn.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
 
 
 def migrate(path: str) -> None:

@@ -123,3 +123,30 @@ def m004_link_ids_never_reused(db: Database) -> None:
             COALESCE((SELECT MAX(id) FROM links), 0), COALESCE((SELECT MAX(link_id) FROM link_events), 0));
         """
     )
+
+
+@migrations()
+def m005_claims(db: Database) -> None:
+    """One claim per running transfer, each with its own lease, instead of one lease per link.
+
+    `counts` marks a transfer whose range reaches the end of the file (delivering it is a use);
+    `state` becomes 'final' just before such a transfer sends its last piece, after which the
+    claim is never given back (see db/claims.py).
+    """
+    db.executescript(
+        """
+        CREATE TABLE claims (
+            id TEXT PRIMARY KEY,
+            link_id INTEGER NOT NULL REFERENCES links(id) ON DELETE CASCADE,
+            state TEXT NOT NULL DEFAULT 'sending' CHECK (state IN ('sending', 'final')),
+            counts INTEGER NOT NULL,
+            length INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            lease_until REAL NOT NULL
+        );
+        CREATE INDEX claims_link_id ON claims(link_id);
+        DROP INDEX links_lease_id;
+        ALTER TABLE links DROP COLUMN lease_id;
+        ALTER TABLE links DROP COLUMN lease_until;
+        """
+    )

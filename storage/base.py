@@ -35,6 +35,9 @@ class Entry:
     size: int
     mtime: float
     is_dir: bool
+    # Changes whenever the content could have: inode and ctime for a local file (a same-size,
+    # same-mtime rewrite still moves the ctime), the object's ETag and version on S3.
+    version: str = ""
 
 
 class Storage(Protocol):

@@ -54,7 +54,8 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"Cannot read {relative}: {exc.strerror}.") from exc
         name = relative.rsplit("/", 1)[-1]
-        return Entry(name, relative, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode))
+        version = f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+        return Entry(name, relative, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version)
 
     def list(self, folder: str = "") -> list[Entry]:
         relative, real = self._resolve(folder, allow_root=True)

@@ -200,7 +200,8 @@ class S3Storage:
 
     def _file(self, item: dict) -> Entry:
         path = self._relative(item["Key"])
-        return Entry(path.rsplit("/", 1)[-1], path, item["Size"], item["LastModified"].timestamp(), False)
+        name, modified = path.rsplit("/", 1)[-1], item["LastModified"].timestamp()
+        return Entry(name, path, item["Size"], modified, False, item.get("ETag", ""))
 
     def stat(self, path: str) -> Entry:
         relative, key = self._key(path)
@@ -217,6 +218,7 @@ class S3Storage:
             head["ContentLength"],
             head["LastModified"].timestamp(),
             False,
+            f"{head.get('ETag', '')}:{head.get('VersionId', '')}",
         )
 
     def _is_folder(self, key: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -204,13 +205,36 @@ def test_failed_attempts_are_rate_limited_and_good_downloads_do_not_count(tmp_pa
 
 
 def test_ranges_short_of_the_end_cannot_fetch_a_file_again_and_again(app, client):
-    """Partial ranges never use a link, so they draw on a byte budget: two copies for one use."""
+    """Partial ranges never use a link, so they draw on a byte budget: two copies for one use.
+    A request that would cross the budget is refused before it starts."""
     token = mint(app, "db.sql.gz")
     almost_all = f"bytes=0-{len(DATA) - 2}"
-    codes = [get(client, token, Range=almost_all).status_code for _ in range(4)]
-    assert codes == [206, 206, 206, 401]
+    codes = [get(client, token, Range=almost_all).status_code for _ in range(3)]
+    assert codes == [206, 206, 401]
     uses, events = link_state(app)
     assert uses == 0 and events[-1] == "rejected"
+    assert get(client, token, Range="bytes=-2").status_code == 206  # what is left still fits
+
+
+def test_the_budget_holds_for_small_ranges(app, client, backups):
+    (backups / "k.bin").write_bytes(DATA[:1024])
+    token = mint(app, "k.bin")
+    codes = [get(client, token, Range="bytes=0-1022").status_code for _ in range(3)]
+    assert codes == [206, 206, 401]  # 2,046 bytes handed out of a budget of 2,048
+
+
+def test_a_same_size_same_mtime_replacement_changes_the_etag(app, client, backups):
+    """`cp -p` and `rsync -t` keep size and mtime: a stale If-Range must still get the whole file."""
+    token = mint(app, "db.sql.gz", uses=2)
+    path = backups / "db.sql.gz"
+    before = path.stat()
+    etag = client.head(URL + token).headers["ETag"]
+    replaced = bytes(reversed(DATA))
+    path.write_bytes(replaced)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    response = get(client, token, Range="bytes=100-", **{"If-Range": etag})
+    assert response.status_code == 200 and response.data == replaced
 
 
 def test_a_resumed_download_stays_within_the_budget(app, client):

@@ -70,7 +70,9 @@ def test_a_tampered_chunk_aborts_the_transfer_and_keeps_the_link(live_server, du
     url = live_server.link("tampered.sql.gz.enc")
     out = tmp_path / "out"
     result = subprocess.run(["curl", "-sS", "-o", str(out), url], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 18, result.stderr  # curl: transfer closed with bytes remaining
+    # The connection is reset, so nothing the kernel still queued arrives; curl says "Recv failure"
+    # (56), or "transfer closed with bytes remaining" (18) when it saw the end before the reset.
+    assert result.returncode in (18, 56), result.stderr
     assert out.read_bytes() == plain[: out.stat().st_size]  # no unauthenticated byte arrived
     assert out.stat().st_size <= bad_chunk * CHUNK_SIZE
     wait_for(

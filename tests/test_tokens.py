@@ -10,7 +10,7 @@ import pytest
 from core import tokens
 from core.links import LinkRequest, create_link, purge_dead_links, revoke_link
 from db import connect
-from db.events import list_events
+from db.events import Client, list_events
 from db.links import get_link
 from db.migrations import migrations
 from encryption.keys import Keyring
@@ -36,107 +36,169 @@ def test_only_the_hash_is_stored(app, db, file):
     assert tokens.hash_token(minted.token) in dump
 
 
+WHOLE = tokens.Span(0, 4, 4)  # the whole of the 4-byte file: delivering it is a use
+CLIENT = Client("127.0.0.1", "test")
+
+
+def claim(db, token, now=NOW, span=WHOLE, lease=30):
+    return tokens.claim_link(db, token, span, lease, now, CLIENT)
+
+
+def complete(db, held, now=NOW):
+    tokens.finish_claim(db, held, "completed", now, held.span.length, CLIENT)
+
+
+def release(db, held, now=NOW):
+    tokens.finish_claim(db, held, "aborted", now, 0, CLIENT)
+
+
 def test_a_claim_is_exclusive_until_released(db, file):
     token = mint(db, file).token
-    claim = tokens.claim_link(db, token, 30, NOW)
+    held = claim(db, token)
     with pytest.raises(tokens.TokenBusy):
-        tokens.claim_link(db, token, 30, NOW + 1)
-    tokens.release_transfer(db, claim)
-    assert tokens.claim_link(db, token, 30, NOW + 2).link.id == claim.link.id
+        claim(db, token, NOW + 1)
+    release(db, held)
+    assert claim(db, token, NOW + 2).link.id == held.link.id
 
 
 def test_completing_uses_up_a_single_use_link(db, file):
     token = mint(db, file).token
-    tokens.complete_transfer(db, tokens.claim_link(db, token, 30, NOW), NOW)
+    complete(db, claim(db, token))
     with pytest.raises(tokens.TokenUnavailable) as raised:
-        tokens.claim_link(db, token, 30, NOW + 1)
+        claim(db, token, NOW + 1)
     assert raised.value.reason == "used"
 
 
-def test_a_link_for_three_uses_works_three_times(db, file):
-    token = mint(db, file, uses=3).token
-    for _ in range(3):
-        tokens.complete_transfer(db, tokens.claim_link(db, token, 30, NOW), NOW)
+def test_a_link_for_three_uses_serves_three_transfers_at_once(db, file):
+    minted = mint(db, file, uses=3)
+    running = [claim(db, minted.token) for _ in range(3)]
+    with pytest.raises(tokens.TokenBusy):
+        claim(db, minted.token)
+    for held in running:
+        complete(db, held)
     with pytest.raises(tokens.TokenUnavailable):
-        tokens.claim_link(db, token, 30, NOW)
+        claim(db, minted.token)
+    assert get_link(db, minted.link.id).uses == 3
     assert get_link(db, mint(db, file).link.id).uses == 0
 
 
 def test_expired_revoked_and_unknown_tokens_are_refused(db, file):
     expired = mint(db, file, ttl=10).token
     with pytest.raises(tokens.TokenUnavailable) as raised:
-        tokens.claim_link(db, expired, 30, NOW + 11)
+        claim(db, expired, NOW + 11)
     assert raised.value.reason == "expired"
     revoked = mint(db, file)
     revoke_link(db, revoked.link.id, None, NOW)
     with pytest.raises(tokens.TokenUnavailable) as raised:
-        tokens.claim_link(db, revoked.token, 30, NOW)
+        claim(db, revoked.token)
     assert raised.value.reason == "revoked"
     for unknown in ("nope", tokens.new_token(), "x" * 10_000):
         with pytest.raises(tokens.TokenUnavailable) as raised:
-            tokens.claim_link(db, unknown, 30, NOW)
+            claim(db, unknown)
         assert raised.value.reason == "unknown"
 
 
 def test_a_transfer_that_started_before_expiry_still_counts(db, file):
     minted = mint(db, file, ttl=10)
-    claim = tokens.claim_link(db, minted.token, 30, NOW + 9)
-    tokens.complete_transfer(db, claim, NOW + 60)
+    complete(db, claim(db, minted.token, NOW + 9), NOW + 60)
     assert get_link(db, minted.link.id).uses == 1
 
 
-def test_a_lapsed_lease_frees_the_link(db, file):
-    """A worker that died stops renewing; after the lease runs out the link can be claimed again."""
+def test_a_lapsed_claim_is_given_back(db, file):
+    """A worker that died stops renewing; once its lease runs out the use it held is free again."""
+    minted = mint(db, file)
+    stranded = claim(db, minted.token, lease=5)
+    with pytest.raises(tokens.TokenBusy):
+        claim(db, minted.token, NOW + 4)
+    fresh = claim(db, minted.token, NOW + 6)
+    assert fresh.id != stranded.id
+    complete(db, stranded, NOW + 7)  # the dead transfer's late end must neither count nor free the new claim
+    assert get_link(db, minted.link.id).uses == 0
+    with pytest.raises(tokens.TokenBusy):
+        claim(db, minted.token, NOW + 7)
+    events = [(e.event, e.reason) for e in list_events(db, minted.link.id)]
+    assert ("lapsed", "returned") in events and ("completed", "claim already settled") in events
+
+
+def test_a_lapsed_final_claim_counts_as_a_use(db, file):
+    """Once a transfer has started its last piece, nobody can say it did not deliver: fail closed."""
+    minted = mint(db, file)
+    held = claim(db, minted.token, lease=5)
+    assert tokens.secure_final(db, held, NOW + 1, 5)
+    with pytest.raises(tokens.TokenUnavailable) as raised:
+        claim(db, minted.token, NOW + 60)
+    assert raised.value.reason == "used"
+    complete(db, held, NOW + 61)  # its late completion is not counted a second time
+    assert get_link(db, minted.link.id).uses == 1
+
+
+def test_renewal_and_the_final_mark_need_a_claim_still_held(db, file):
+    minted = mint(db, file, uses=2)
+    lapsed, revoked = claim(db, minted.token, lease=5), claim(db, minted.token, lease=5)
+    assert tokens.renew_claim(db, lapsed, NOW + 4, 5)
+    assert not tokens.renew_claim(db, lapsed, NOW + 10, 5)
+    assert not tokens.secure_final(db, lapsed, NOW + 10, 5)
+    assert tokens.lost_reason(db, lapsed) == "lapsed"
+    revoke_link(db, minted.link.id, None, NOW + 1)
+    assert not tokens.renew_claim(db, revoked, NOW + 2, 5)
+    assert not tokens.secure_final(db, revoked, NOW + 2, 5)
+    assert tokens.lost_reason(db, revoked) == "revoked"
+
+
+def test_the_byte_budget_counts_running_transfers(db, file):
+    """Two copies' worth for a 1-use link, reserved when each transfer starts."""
     token = mint(db, file).token
-    stranded = tokens.claim_link(db, token, 5, NOW)
-    with pytest.raises(tokens.TokenBusy):
-        tokens.claim_link(db, token, 5, NOW + 4)
-    fresh = tokens.claim_link(db, token, 5, NOW + 6)
-    assert fresh.lease_id != stranded.lease_id
-    tokens.release_transfer(db, stranded)  # the dead transfer's late release must not free the new lease
-    with pytest.raises(tokens.TokenBusy):
-        tokens.claim_link(db, token, 5, NOW + 7)
+    almost_all = tokens.Span(0, 3, 4)
+    first = claim(db, token, span=almost_all)
+    release(db, first)  # an aborted transfer that sent nothing gives its reservation back
+    for _ in range(2):
+        tokens.finish_claim(db, claim(db, token, span=almost_all), "partial", NOW, 3, CLIENT)
+    with pytest.raises(tokens.TokenUnavailable) as raised:
+        claim(db, token, span=almost_all)
+    assert raised.value.reason == "bytes"
+    assert claim(db, token, span=tokens.Span(2, 4, 4)).span.counts
 
 
-def test_thirty_racing_claims_give_exactly_one_lease(app, file):
+@pytest.mark.parametrize("uses", [1, 5])
+def test_fifty_racing_claims_give_exactly_as_many_as_uses(app, file, uses):
     database_path = app.config["DATABASE"]
     setup = connect(database_path)
-    token = mint(setup, file).token
+    token = mint(setup, file, uses=uses).token
     setup.close()
-    barrier = threading.Barrier(30)
+    barrier = threading.Barrier(50)
     outcomes = []
 
     def race():
         db = connect(database_path)
         barrier.wait()
         try:
-            tokens.claim_link(db, token, 30, time.time())
+            claim(db, token, time.time())
             outcomes.append("claimed")
         except tokens.TokenBusy:
             outcomes.append("busy")
         finally:
             db.close()
 
-    threads = [threading.Thread(target=race) for _ in range(30)]
+    threads = [threading.Thread(target=race) for _ in range(50)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(outcomes) == ["busy"] * 29 + ["claimed"]
+    assert sorted(outcomes) == ["busy"] * (50 - uses) + ["claimed"] * uses
 
 
 def test_purge_removes_dead_links_and_keeps_events(db, file):
     used = mint(db, file)
-    tokens.complete_transfer(db, tokens.claim_link(db, used.token, 30, NOW), NOW)
+    complete(db, claim(db, used.token))
     expired = mint(db, file, ttl=1)
     alive = mint(db, file, ttl=3600)
     leased = mint(db, file, ttl=1)
-    tokens.claim_link(db, leased.token, 3600, NOW)
+    claim(db, leased.token, lease=3600)
     assert purge_dead_links(db, 0, NOW + 10) == 2
     assert get_link(db, used.link.id) is None and get_link(db, expired.link.id) is None
     assert get_link(db, alive.link.id) is not None
     assert get_link(db, leased.link.id) is not None  # a running transfer is never purged
-    assert [e.event for e in list_events(db, used.link.id)] == ["created"]
+    assert [e.event for e in list_events(db, used.link.id)] == ["created", "started", "completed"]
 
 
 def test_purge_respects_the_retention_period(db, file):
