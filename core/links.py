@@ -11,7 +11,7 @@ from core.downloads import decrypted_name
 from core.explorer import ListedEntry, describe_file
 from core.tokens import hash_token, new_token
 from db import links as queries
-from db.events import Client, record_link_event
+from db.events import Client, delete_orphan_events, record_link_event
 from db.links import Link
 from encryption.format import layout_of
 from encryption.keys import Keyring
@@ -120,8 +120,16 @@ def revoke_link(db: Database, link_id: int, by: User | None, now: float, client:
 
 
 def purge_dead_links(db: Database, retention_seconds: float, now: float) -> int:
-    """Delete links that can no longer be used, once dead for the retention period; events stay."""
-    return queries.delete_dead_links(db, now - retention_seconds, now)
+    """Delete links dead for the retention period, and events older than it that no link owns any more.
+
+    A live link keeps all its events; a purged one's go once they are as old as the retention,
+    so the log stays bounded without losing what a link's owner can still look at.
+    """
+    before = now - retention_seconds
+    with db.atomic():
+        count = queries.delete_dead_links(db, before, now)
+        delete_orphan_events(db, before)
+    return count
 
 
 def describe_duration(seconds: int) -> str:
