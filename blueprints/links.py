@@ -93,7 +93,7 @@ def minted_json(minted: MintedLink) -> dict:
 
 
 def purge_long_dead_links() -> None:
-    """Run after minting: links dead for longer than ONCELINK_LINK_RETENTION go (their events stay)."""
+    """Run after minting: links dead for longer than ONCELINK_LINK_RETENTION go, and their events as old."""
     purge_dead_links(get_db(), float(current_app.config["LINK_RETENTION"]), time.time())
 
 
@@ -175,6 +175,6 @@ def list_command() -> None:
 
 @tokens_cli.command("purge")
 def purge_command() -> None:
-    """Delete every expired, revoked or used-up token now (their events stay)."""
+    """Delete every expired, revoked or used-up token now, with the events of links no longer kept."""
     count = purge_dead_links(get_db(), 0, time.time())
     click.echo(f"Purged {count} dead token(s).")

@@ -11,7 +11,7 @@ from core.delivery import Delivery, describe_delivery
 from core.tokens import hash_token, new_token, settle_lapsed_claims
 from db import links as queries
 from db import write_transaction
-from db.events import Client, record_link_event
+from db.events import Client, delete_orphan_events, record_link_event
 from db.links import Link
 from encryption.keys import Keyring
 
@@ -128,13 +128,18 @@ def revoke_link(db: Database, link_id: int, by: User | None, now: float, client:
 
 
 def purge_dead_links(db: Database, retention_seconds: float, now: float) -> int:
-    """Delete links that can no longer be used, once dead for the retention period; events stay.
+    """Delete links dead for the retention period, and events older than it that no link owns any more.
 
-    Lapsed claims are settled first: a link whose last transfer's worker died is dead too.
+    Lapsed claims are settled first: a link whose last transfer's worker died is dead too. A live
+    link keeps all its events; a purged one's go once they are as old as the retention, so the
+    log stays bounded without losing what a link's owner can still look at.
     """
+    before = now - retention_seconds
     with write_transaction(db):
         settle_lapsed_claims(db, now)
-        return queries.delete_dead_links(db, now - retention_seconds)
+        count = queries.delete_dead_links(db, before)
+        delete_orphan_events(db, before)
+    return count
 
 
 def describe_duration(seconds: int) -> str:

@@ -1,4 +1,4 @@
-"""The link event log. Events outlive the links they describe, so they copy storage and path."""
+"""The link event log. Events outlive their links for the retention period, so they copy storage and path."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from db.links import Link
+
+USER_AGENT_LIMIT = 256  # enough to tell clients apart; anyone can send kilobytes
+COALESCE_SECONDS = 60
+COALESCED_KINDS = frozenset({"head", "preview", "rejected"})  # what anyone can repeat without using a link
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class Client:
 @dataclass(frozen=True)
 class Event:
     event: str
-    at: float
+    at: float  # a coalesced event: when it first happened
     link_id: int | None = None
     storage_id: str | None = None
     path: str | None = None
@@ -28,10 +32,29 @@ class Event:
     reason: str | None = None
     client_ip: str | None = None
     user_agent: str | None = None
+    repeats: int = 1  # how many times it happened within COALESCE_SECONDS of `at`
 
 
 def record_event(db: Database, event: Event) -> None:
     db["link_events"].insert(event.__dict__)
+
+
+def _count_repeat(db: Database, event: Event) -> bool:
+    """Bump the newest matching event of the last minute; False if there is none."""
+    cursor = db.execute(
+        "UPDATE link_events SET repeats = repeats + 1 WHERE id = ("
+        " SELECT id FROM link_events WHERE link_id IS ? AND event = ? AND client_ip IS ?"
+        " AND reason IS ? AND at > ? ORDER BY id DESC LIMIT 1)",
+        [event.link_id, event.event, event.client_ip, event.reason, event.at - COALESCE_SECONDS],
+    )
+    return cursor.rowcount == 1
+
+
+def _record_coalesced(db: Database, event: Event) -> None:
+    """One row per minute for what a client repeats, so a loop of HEADs cannot grow the log row by row."""
+    with db.atomic():
+        if not _count_repeat(db, event):
+            record_event(db, event)
 
 
 def record_link_event(
@@ -39,7 +62,22 @@ def record_link_event(
 ) -> None:
     """Record `kind` for a link (None: a token that matched no link), with who asked."""
     where = (link.id, link.storage_id, link.path) if link else (None, None, None)
-    record_event(db, Event(kind, now, *where, client_ip=client.ip, user_agent=client.user_agent, **details))
+    user_agent = client.user_agent[:USER_AGENT_LIMIT] if client.user_agent else None
+    event = Event(kind, now, *where, client_ip=client.ip, user_agent=user_agent, **details)
+    if kind in COALESCED_KINDS:
+        _record_coalesced(db, event)
+    else:
+        record_event(db, event)
+
+
+def delete_orphan_events(db: Database, before: float) -> int:
+    """Delete events from before `before` whose link is gone (purged, or never matched a token)."""
+    cursor = db.execute(
+        "DELETE FROM link_events WHERE at < ? AND (link_id IS NULL"
+        " OR NOT EXISTS (SELECT 1 FROM links WHERE links.id = link_events.link_id))",
+        [before],
+    )
+    return cursor.rowcount
 
 
 def list_events(db: Database, link_id: int | None = None, limit: int = 500) -> list[Event]:

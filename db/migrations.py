@@ -150,3 +150,17 @@ def m005_claims(db: Database) -> None:
         ALTER TABLE links DROP COLUMN lease_until;
         """
     )
+
+
+@migrations()
+def m006_event_repeats(db: Database) -> None:
+    """HEADs, previews and refusals repeated within a minute bump one row instead of adding rows.
+
+    The index finds that row without scanning every event of the link (or of every unknown token).
+    """
+    db.executescript(
+        """
+        ALTER TABLE link_events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+        CREATE INDEX link_events_recent ON link_events(link_id, event, client_ip, at);
+        """
+    )

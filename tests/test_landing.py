@@ -98,7 +98,7 @@ def test_bots_never_use_the_link(app, client, user_agent):
         assert response.status_code == 200 and "<html" in response.text
     assert uses(app) == 0
     db = connect(app.config["DATABASE"])
-    assert [event.event for event in list_events(db)] == ["created", "preview", "preview"]
+    assert [(event.event, event.repeats) for event in list_events(db)] == [("created", 1), ("preview", 2)]
     db.close()
 
 

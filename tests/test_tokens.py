@@ -10,7 +10,7 @@ import pytest
 from core import tokens
 from core.links import LinkRequest, create_link, purge_dead_links, revoke_link
 from db import connect
-from db.events import Client, list_events
+from db.events import Client, list_events, record_link_event
 from db.links import get_link
 from db.migrations import migrations
 from encryption.keys import Keyring
@@ -187,7 +187,7 @@ def test_fifty_racing_claims_give_exactly_as_many_as_uses(app, file, uses):
     assert sorted(outcomes) == ["busy"] * (50 - uses) + ["claimed"] * uses
 
 
-def test_purge_removes_dead_links_and_keeps_events(db, file):
+def test_purge_removes_dead_links_and_their_events_past_the_retention(db, file):
     used = mint(db, file)
     complete(db, claim(db, used.token))
     expired = mint(db, file, ttl=1)
@@ -198,7 +198,19 @@ def test_purge_removes_dead_links_and_keeps_events(db, file):
     assert get_link(db, used.link.id) is None and get_link(db, expired.link.id) is None
     assert get_link(db, alive.link.id) is not None
     assert get_link(db, leased.link.id) is not None  # a running transfer is never purged
-    assert [e.event for e in list_events(db, used.link.id)] == ["created", "started", "completed"]
+    assert list_events(db, used.link.id) == [] and list_events(db, expired.link.id) == []
+    assert [e.event for e in list_events(db, alive.link.id)] == ["created"]  # its link is still there
+    assert [e.event for e in list_events(db, leased.link.id)] == ["created", "started"]
+
+
+def test_events_outlive_their_purged_link_while_the_retention_lasts(db, file):
+    """A refusal after the link died is younger than the retention: it stays until it is as old."""
+    expired = mint(db, file, ttl=1)
+    record_link_event(db, "rejected", expired.link, NOW + 8, reason="expired")
+    assert purge_dead_links(db, 5, NOW + 10) == 1
+    assert [e.event for e in list_events(db, expired.link.id)] == ["rejected"]
+    purge_dead_links(db, 5, NOW + 14)
+    assert list_events(db, expired.link.id) == []
 
 
 def test_purge_respects_the_retention_period(db, file):
@@ -209,11 +221,13 @@ def test_purge_respects_the_retention_period(db, file):
 
 
 def test_a_purged_links_id_is_never_given_again(db, file):
-    """Its events stay, under its id: a new link must not inherit them."""
+    """Its recent events stay, under its id: a new link must not inherit them."""
     first = mint(db, file, ttl=1)
-    assert purge_dead_links(db, 0, NOW + 10) == 1
+    record_link_event(db, "rejected", first.link, NOW + 8, reason="expired")
+    assert purge_dead_links(db, 5, NOW + 10) == 1
     second = mint(db, file)
     assert second.link.id > first.link.id
+    assert [e.event for e in list_events(db, first.link.id)] == ["rejected"]
     assert [e.event for e in list_events(db, second.link.id)] == ["created"]
 
 

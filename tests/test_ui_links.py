@@ -40,6 +40,15 @@ def test_states_and_events_are_shown(app, client, auth):
     assert "<strong>started</strong>" in text and "<strong>completed</strong>" in text
 
 
+def test_repeated_events_show_their_count(app, client, auth):
+    token = mint(app, "db.sql.gz")
+    for _ in range(37):
+        client.head(f"/api/storage/public-download?token={token}")
+    auth.login("admin")
+    text = client.get("/links").text
+    assert "<strong>head ×37</strong>" in text and "<strong>created</strong>" in text  # no count for one
+
+
 def test_operators_see_only_their_links_admins_all(app, client, auth):
     mint(app, "db.sql.gz")  # from the CLI, nobody's
     auth.login("operator")
