@@ -144,6 +144,7 @@ class LiveServer:
     data_dir: Path
     backups: Path
     lease_seconds: float = 2
+    send_timeout: float = 3
     port: int = field(default_factory=free_port)
     wrapper: tuple[str, ...] = ()  # a command to run gunicorn under, such as strace
     process: subprocess.Popen | None = None
@@ -172,7 +173,7 @@ class LiveServer:
             "ONCELINK_ACCESS_LOG": str(self.access_log),
             "ONCELINK_ERROR_LOG": str(self.error_log),
             "WEB_CONCURRENCY": "2",
-            "ONCELINK_SEND_TIMEOUT": "3",
+            "ONCELINK_SEND_TIMEOUT": str(self.send_timeout),
             "ONCELINK_RATELIMIT_ENABLED": "false",  # the race tests send many refused requests
         }
 

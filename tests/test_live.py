@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -11,78 +10,25 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from core.tokens import hash_token
 from db import connect
-from db.events import list_events
-from db.links import find_link
-
-MIB = 1024 * 1024
-
-
-def make_file(folder: Path, name: str, size: int) -> bytes:
-    block = os.urandom(MIB)
-    data = (block * (size // MIB + 1))[:size]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-    return data
-
-
-def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
-
-
-def status_of(url: str, output: Path | str = "/dev/null") -> int:
-    return int(curl("-o", str(output), "-w", "%{http_code}", url).stdout)
-
-
-def token_of(url: str) -> str:
-    return parse_qs(urlsplit(url).query)["token"][0]
-
-
-def link_record(server, url: str):
-    db = connect(server.app.config["DATABASE"])
-    try:
-        link = find_link(db, hash_token(token_of(url)))
-        return link, list_events(db, link.id)
-    finally:
-        db.close()
-
-
-def mint_over_http(server, key: str, storage: str, body: dict) -> tuple[int, dict]:
-    answer = curl(
-        "-X",
-        "POST",
-        "-H",
-        f"Authorization: Bearer {key}",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        json.dumps(body),
-        "-w",
-        "\n%{http_code}",
-        f"{server.url}/api/storage/{storage}/download-url",
-    )
-    payload, status = answer.stdout.rsplit("\n", 1)
-    return int(status), json.loads(payload)
-
-
-def wait_for(condition, what: str, timeout: float = 20):
-    """Poll until `condition()` is truthy; the bound only keeps a broken build from hanging."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def outcome_events(server, url: str) -> list[str]:
-    return [e.event for e in link_record(server, url)[1] if e.event in ("completed", "aborted", "partial")]
+from tests.helpers import (
+    MIB,
+    curl,
+    interrupted,
+    link_record,
+    make_file,
+    mint_over_http,
+    outcome_events,
+    status_of,
+    token_of,
+    wait_for,
+    wget_killed_then_continued,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,30 +94,6 @@ def test_a_client_that_reads_half_and_disconnects_leaves_the_link_usable(live_se
     assert len(big) // 2 <= aborted.bytes < len(big)
     result = curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", url)
     assert result.stdout == "200" and (tmp_path / "out").read_bytes() == big
-
-
-def interrupted(command: list[str], target: Path, cwd: Path) -> None:
-    """Start a rate-limited download and kill it once part of the file has arrived."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: target.exists() and target.stat().st_size > 2 * MIB, "part of the file")
-    finally:
-        process.kill()
-        process.wait()
-
-
-def wget_killed_then_continued(server, url: str, target: Path, expected: bytes) -> None:
-    """A rate-limited wget killed part-way, then `wget -c`: the file ends whole, the link is used
-    once, and the second request started where the first stopped."""
-    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, target.parent)
-    wait_for(lambda: outcome_events(server, url) == ["aborted"], "the abort to be recorded")
-    partial_size = target.stat().st_size
-    assert 0 < partial_size < len(expected)
-    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=target.parent, check=True, timeout=120)
-    assert target.read_bytes() == expected
-    link, events = link_record(server, url)
-    assert link.uses == 1
-    assert [e.bytes for e in events if e.event == "started"][-1] >= partial_size
 
 
 def test_wget_continue_after_a_killed_wget_finishes_and_uses_the_link(live_server, big, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from encryption.format import CHUNK_SIZE, HEADER_SIZE, TAG_SIZE
 from tests.conftest import seal
-from tests.test_live import (
+from tests.helpers import (
     MIB,
     curl,
     link_record,

@@ -14,7 +14,7 @@ import pytest
 from core.accounts import create_api_key, create_user
 from db import connect
 from tests.conftest import add_s3, seal
-from tests.test_live import (
+from tests.helpers import (
     MIB,
     curl,
     link_record,

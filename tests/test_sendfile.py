@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.test_live import make_file, wait_for
+from tests.helpers import make_file, wait_for
 
 SIZE = 5_000_000
 

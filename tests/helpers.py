@@ -1,0 +1,192 @@
+"""Helpers for the tests that drive real servers: files, curl and wget, clients of the tests' own
+that read at their own pace, and the worker process that serves a given connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from core.tokens import hash_token
+from db import connect
+from db.events import list_events
+from db.links import find_link
+
+MIB = 1024 * 1024
+
+
+def make_file(folder: Path, name: str, size: int) -> bytes:
+    block = os.urandom(MIB)
+    data = (block * (size // MIB + 1))[:size]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return data
+
+
+def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def status_of(url: str, output: Path | str = "/dev/null") -> int:
+    return int(curl("-o", str(output), "-w", "%{http_code}", url).stdout)
+
+
+def token_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["token"][0]
+
+
+def link_record(server, url: str):
+    db = connect(server.app.config["DATABASE"])
+    try:
+        link = find_link(db, hash_token(token_of(url)))
+        return link, list_events(db, link.id)
+    finally:
+        db.close()
+
+
+def mint_over_http(server, key: str, storage: str, body: dict) -> tuple[int, dict]:
+    answer = curl(
+        "-X",
+        "POST",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps(body),
+        "-w",
+        "\n%{http_code}",
+        f"{server.url}/api/storage/{storage}/download-url",
+    )
+    payload, status = answer.stdout.rsplit("\n", 1)
+    return int(status), json.loads(payload)
+
+
+def wait_for(condition, what: str, timeout: float = 20):
+    """Poll until `condition()` is truthy; the bound only keeps a broken build from hanging."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def outcome_events(server, url: str) -> list[str]:
+    return [e.event for e in link_record(server, url)[1] if e.event in ("completed", "aborted", "partial")]
+
+
+def interrupted(command: list[str], target: Path, cwd: Path) -> None:
+    """Start a rate-limited download and kill it once part of the file has arrived."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: target.exists() and target.stat().st_size > 2 * MIB, "part of the file")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def wget_killed_then_continued(server, url: str, target: Path, expected: bytes) -> None:
+    """A rate-limited wget killed part-way, then `wget -c`: the file ends whole, the link is used
+    once, and the second request started where the first stopped."""
+    interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, target.parent)
+    wait_for(lambda: outcome_events(server, url) == ["aborted"], "the abort to be recorded")
+    partial_size = target.stat().st_size
+    assert 0 < partial_size < len(expected)
+    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=target.parent, check=True, timeout=120)
+    assert target.read_bytes() == expected
+    link, events = link_record(server, url)
+    assert link.uses == 1
+    assert [e.bytes for e in events if e.event == "started"][-1] >= partial_size
+
+
+class RawDownload:
+    """A download by a client of the test's own: a raw socket with a small receive buffer, read
+    at the test's pace (curl's --limit-rate does not pace on loopback), stopped or reset at will."""
+
+    def __init__(self, url: str, receive_buffer: int = 16 * 1024, headers: dict | None = None):
+        parts = urlsplit(url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.connect((parts.hostname, parts.port))
+        lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.body = bytearray()
+        self.status, self.headers = self._read_head()
+        self.ended: str | None = None  # "eof" or "reset" once the server ended the connection
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def _read_head(self) -> tuple[int, dict[str, str]]:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            assert chunk, "the server closed before the headers"
+            head += chunk
+        head, self.body[:] = head.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        return int(status_line.split()[1]), {name.lower(): value for name, value in headers.items()}
+
+    def read(self, count: int, rate: float | None = None) -> int:
+        """Read up to `count` more bytes, at most `rate` bytes a second; fewer if the server ends."""
+        started, goal = time.monotonic(), len(self.body) + count
+        while len(self.body) < goal and self.ended is None:
+            try:
+                chunk = self.sock.recv(min(4096, goal - len(self.body)))
+            except ConnectionResetError:
+                self.ended = "reset"
+                break
+            if not chunk:
+                self.ended = "eof"
+                break
+            self.body += chunk
+            if rate:
+                time.sleep(max(0.0, (len(self.body) - goal + count) / rate - (time.monotonic() - started)))
+        return len(self.body)
+
+    def read_to_end(self, rate: float | None = None) -> bytes:
+        self.sock.settimeout(60)  # a bound for a broken build, not a pace
+        while self.ended is None:
+            self.read(1 << 30, rate)
+        self.sock.close()
+        return bytes(self.body)
+
+    def reset(self) -> None:
+        """Die as a killed client does: a reset, whatever the server still had queued."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+def _socket_inode(server_port: int, client_port: int) -> int:
+    """The inode of the server's end of the connection from `client_port` (from /proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == server_port and int(remote, 16) == client_port:
+                return int(fields[9])
+    raise AssertionError(f"no server socket for client port {client_port}")
+
+
+def serving_worker(worker_pids: list[int], server_port: int, client_port: int) -> int:
+    """The worker process that holds the connection, found through /proc/<pid>/fd, never by name."""
+    target = f"socket:[{_socket_inode(server_port, client_port)}]"
+    for pid in worker_pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            try:
+                if os.readlink(fd) == target:
+                    return pid
+            except FileNotFoundError:
+                continue
+    raise AssertionError("no worker holds the connection")
