@@ -7,7 +7,7 @@ PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HOST PORT
 
-.PHONY: serve test screenshots lint format bench system-test-tools system-bench-tools
+.PHONY: serve test test-fast screenshots lint format bench system-test-tools system-bench-tools
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ system-test-tools:
 
 test: $(BIN)/.installed-dev system-test-tools
 	$(BIN)/pytest
+
+# Everything that needs no live server, browser or S3: the loop while working.
+test-fast: $(BIN)/.installed-dev
+	$(BIN)/pytest -m "not live"
 
 screenshots: $(BIN)/.installed-dev system-test-tools
 	ONCELINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_e2e_browser.py

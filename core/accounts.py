@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from db import users as queries
+from db import write_transaction
 
 ROLE_PERMISSIONS = {
     "admin": frozenset({"storage:read", "storage:download", "admin"}),
@@ -73,9 +74,11 @@ def create_user(db: Database, name: str, password: str, role: str, now: float) -
         raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(ROLE_PERMISSIONS)}.")
     if len(password) < 8:
         raise AccountError("A password has at least 8 characters.")
-    if queries.get_user_by_name(db, name) is not None:
-        raise AccountError(f"A user named {name!r} exists already.")
-    return _user(queries.insert_user(db, name, generate_password_hash(password), role, now))
+    password_hash = generate_password_hash(password)  # slow on purpose: not inside the transaction
+    with write_transaction(db):
+        if queries.get_user_by_name(db, name) is not None:
+            raise AccountError(f"A user named {name!r} exists already.")
+        return _user(queries.insert_user(db, name, password_hash, role, now))
 
 
 def load_user(db: Database, user_id: int) -> User | None:

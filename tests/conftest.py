@@ -320,3 +320,13 @@ def seal(app, profile_name: str, plain: bytes) -> bytes:
     sealed = io.BytesIO()
     encrypt_stream(io.BytesIO(plain), sealed, key, new_header(bytes.fromhex(profile.id)))
     return sealed.getvalue()
+
+
+LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that start a server or a browser are `live`: `make test-fast` leaves them out."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
