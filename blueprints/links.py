@@ -71,6 +71,7 @@ def link_json(link: Link, now: float) -> dict:
         "state": link.state(now),
         "uses": link.max_uses,
         "usesDone": link.uses,
+        "transfers": link.transfers,
         "createdAt": iso(link.created_at),
         "expiresAt": iso(link.expires_at),
         "revokedAt": iso(link.revoked_at),

@@ -12,6 +12,7 @@ from blueprints.responses import file_response
 from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
 from db import get_db
+from db.events import EventKind
 from extensions import csrf, limiter, serving
 
 bp = Blueprint("public", __name__)
@@ -19,7 +20,7 @@ bp = Blueprint("public", __name__)
 
 def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
     """Name, size and expiry, and a Download button; looking at it never uses the link."""
-    download = inspect_download(get_db(), asked, serving, time.time(), event="preview")
+    download = inspect_download(get_db(), asked, serving, time.time(), event=EventKind.PREVIEW)
     page = render_template(
         "public/landing.html",
         download=download,

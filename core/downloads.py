@@ -24,7 +24,7 @@ from core import tokens
 from core.delivery import Delivery, OpenedDelivery, open_delivery
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
-from db.events import Client, record_link_event
+from db.events import Client, EventKind, record_link_event
 from db.links import Link
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import Keyring
@@ -110,7 +110,7 @@ def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
     try:
         return tokens.usable_link(db, request.token, now)
     except tokens.TokenUnavailable as exc:
-        record_link_event(db, "rejected", exc.link, now, request.client, reason=exc.reason)
+        record_link_event(db, EventKind.REJECTED, exc.link, now, request.client, reason=exc.reason)
         raise
 
 
@@ -122,7 +122,7 @@ def _open(
     try:
         return link, open_delivery(db, link.storage_id, link.path, keyring, link.decrypt)
     except FormatError:
-        record_link_event(db, "integrity", link, now, request.client, reason="header or size")
+        record_link_event(db, EventKind.INTEGRITY, link, now, request.client, reason="header or size")
         raise
 
 
@@ -133,7 +133,7 @@ def _download(link: Link, opened: OpenedDelivery, request: DownloadRequest) -> D
 
 
 def inspect_download(
-    db: Database, request: DownloadRequest, serving: Serving, now: float, event: str = "head"
+    db: Database, request: DownloadRequest, serving: Serving, now: float, event: EventKind = EventKind.HEAD
 ) -> Download:
     """What a GET would send, without claiming the link (HEAD, or `preview` for the landing page)."""
     link, opened = _open(db, request, serving.keyring, now)
@@ -168,7 +168,7 @@ def _primed_content(
         try:
             content.prime()
         except IntegrityError:
-            record_link_event(db, "integrity", link, now, request.client, reason="chunk")
+            record_link_event(db, EventKind.INTEGRITY, link, now, request.client, reason="chunk")
             raise
     return content
 
@@ -224,13 +224,20 @@ def _nothing_to_count(_outcome: Outcome) -> None:
     """Direct downloads hold no claim and use up nothing."""
 
 
-def outcome_event(outcome: Outcome, counts: bool) -> str:
+# Why a transfer stopped (a TransferStopped reason) -> its event; anything else is `aborted`.
+FAILURE_EVENTS = {
+    "lapsed": EventKind.LOST,
+    "unsecured": EventKind.LOST,
+    "revoked": EventKind.STOPPED,
+    "integrity": EventKind.INTEGRITY,
+}
+
+
+def outcome_event(outcome: Outcome, counts: bool) -> EventKind:
     """The event that records how a transfer ended."""
     if outcome.delivered:
-        return "completed" if counts else "partial"
-    return {"lapsed": "lost", "unsecured": "lost", "revoked": "stopped", "integrity": "integrity"}.get(
-        outcome.failure or "", "aborted"
-    )
+        return EventKind.COMPLETED if counts else EventKind.PARTIAL
+    return FAILURE_EVENTS.get(outcome.failure or "", EventKind.ABORTED)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from core.delivery import Delivery, describe_delivery
 from core.tokens import hash_token, new_token, settle_lapsed_claims
 from db import links as queries
 from db import write_transaction
-from db.events import Client, delete_orphan_events, record_link_event
+from db.events import Client, EventKind, delete_orphan_events, record_link_event
 from db.links import Link
 from encryption.keys import Keyring
 
@@ -107,7 +107,7 @@ def _mint(
             expires_at=now + request.ttl,
             max_uses=request.uses,
         )
-        record_link_event(db, "created", link, now, client, reason=creator.name if creator else "cli")
+        record_link_event(db, EventKind.CREATED, link, now, client, reason=creator.name if creator else "cli")
     return MintedLink(token, link, delivery)
 
 
@@ -123,7 +123,7 @@ def revoke_link(db: Database, link_id: int, by: User | None, now: float, client:
     link = visible_link(db, link_id, by)
     with write_transaction(db):
         if queries.revoke_link(db, link_id, now):
-            record_link_event(db, "revoked", link, now, client, reason=by.name if by else "cli")
+            record_link_event(db, EventKind.REVOKED, link, now, client, reason=by.name if by else "cli")
     return queries.get_link(db, link_id)
 
 

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from db import claims as claim_queries
 from db import links as queries
 from db import write_transaction
-from db.events import Client, record_link_event
+from db.events import Client, EventKind, record_link_event
 from db.links import Link
 
 TOKEN_BYTES = 32
@@ -104,7 +104,7 @@ def settle_lapsed_claims(db: Database, now: float, link_id: int | None = None) -
     for claim in lapsed:
         claim_queries.settle_lapsed_claim(db, claim)
         reason = "counted" if claim.counted else "returned"
-        record_link_event(db, "lapsed", queries.get_link(db, claim.link_id), now, reason=reason)
+        record_link_event(db, EventKind.LAPSED, queries.get_link(db, claim.link_id), now, reason=reason)
     return len(lapsed)
 
 
@@ -139,7 +139,9 @@ def claim_link(
         )
         refusal = None if taken else _refusal(db, link.id, now)
         reason = getattr(refusal, "reason", "busy")
-        kind, details = ("started", {"bytes": span.start}) if taken else ("rejected", {"reason": reason})
+        kind, details = (
+            (EventKind.STARTED, {"bytes": span.start}) if taken else (EventKind.REJECTED, {"reason": reason})
+        )
         record_link_event(db, kind, link, now, client, **details)
     if refusal is not None:
         raise refusal
@@ -154,7 +156,7 @@ def consume_link(db: Database, token: str, now: float, client: Client = Client()
         taken = queries.consume_use(db, hash_token(token), now)
         refusal = None if taken else _refusal(db, link.id, now)
         reason = getattr(refusal, "reason", "busy")
-        kind, details = ("redirected", {}) if taken else ("rejected", {"reason": reason})
+        kind, details = (EventKind.REDIRECTED, {}) if taken else (EventKind.REJECTED, {"reason": reason})
         record_link_event(db, kind, link, now, client, **details)
     if refusal is not None:
         raise refusal
@@ -171,12 +173,18 @@ def secure_final(db: Database, claim: Claim, now: float, lease_seconds: float) -
 
 
 def finish_claim(
-    db: Database, claim: Claim, outcome: str, now: float, sent: int, client: Client, reason: str | None = None
+    db: Database,
+    claim: Claim,
+    outcome: EventKind,
+    now: float,
+    sent: int,
+    client: Client,
+    reason: str | None = None,
 ) -> None:
     """End a transfer: `completed` counts a use, any other outcome gives the claim back."""
     link_id = claim.link.id
     with write_transaction(db):
-        if outcome == "completed":
+        if outcome == EventKind.COMPLETED:
             held = claim_queries.complete_claim(db, claim.id, link_id, now, sent)
         else:
             held = claim_queries.release_claim(db, claim.id, link_id, sent)

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlite_utils import Database
 
 from db.links import Link
 
+
+class EventKind(StrEnum):
+    """What can happen to a link (README, "How single use and resume behave", says what each means)."""
+
+    CREATED = "created"
+    HEAD = "head"
+    PREVIEW = "preview"
+    STARTED = "started"
+    COMPLETED = "completed"  # a use: the client acknowledged the last byte
+    PARTIAL = "partial"  # a range short of the end, delivered
+    ABORTED = "aborted"  # the client went away or stalled, or the file shrank
+    STOPPED = "stopped"  # revoked while it ran
+    LOST = "lost"  # the transfer lost its claim (frozen, or cut off from the database)
+    LAPSED = "lapsed"  # a dead transfer's claim, settled by someone else
+    INTEGRITY = "integrity"
+    REDIRECTED = "redirected"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+
+
 USER_AGENT_LIMIT = 256  # enough to tell clients apart; anyone can send kilobytes
 COALESCE_SECONDS = 60
-COALESCED_KINDS = frozenset({"head", "preview", "rejected"})  # what anyone can repeat without using a link
+# What anyone can repeat without using a link.
+COALESCED_KINDS = frozenset({EventKind.HEAD, EventKind.PREVIEW, EventKind.REJECTED})
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,18 @@ def test_links_are_listed_revoked_and_their_events_shown(app, client, auth):
     assert client.get(f"/api/storage/public-download?token={token}").status_code == 401
 
 
+def test_running_transfers_are_listed_with_their_link(app, client, auth):
+    auth.login("operator")
+    minted = client.post(URL, json={"file": "db.sql.gz", "uses": 2}, headers=auth.headers()).get_json()
+    running = app.test_client().get(minted["url"], buffered=False)  # another client, still reading
+    (link,) = client.get("/api/links").get_json()["links"]
+    assert (link["transfers"], link["usesDone"], link["state"]) == (1, 0, "active")
+    b"".join(running.response)
+    running.close()
+    (link,) = client.get("/api/links").get_json()["links"]
+    assert (link["transfers"], link["usesDone"]) == (0, 1)
+
+
 def test_operators_see_only_their_own_links(app, client, auth):
     auth.create("other", "operator")
     other_key = api_key(app, "other")
