@@ -93,12 +93,15 @@ def settle_lapsed_claim(db: Database, claim: LapsedClaim) -> None:
     )
 
 
+# A claim is still held when its lease has not lapsed and its link was not revoked.
+LINK_NOT_REVOKED = "(SELECT revoked_at FROM links WHERE links.id = claims.link_id) IS NULL"
+
+
 def renew_claim(db: Database, claim_id: str, now: float, until: float) -> bool:
     """Extend a claim that is still held: not lapsed (or final) and its link not revoked."""
     cursor = db.execute(
         "UPDATE claims SET lease_until = :until WHERE id = :claim"
-        " AND (lease_until > :now OR state = 'final')"
-        " AND (SELECT revoked_at FROM links WHERE links.id = claims.link_id) IS NULL",
+        f" AND (lease_until > :now OR state = 'final') AND {LINK_NOT_REVOKED}",
         {"claim": claim_id, "now": now, "until": until},
     )
     return cursor.rowcount == 1
@@ -108,8 +111,7 @@ def mark_final(db: Database, claim_id: str, now: float, until: float) -> bool:
     """Before the last piece: from here on the claim is never given back, whatever happens."""
     cursor = db.execute(
         "UPDATE claims SET state = 'final', lease_until = :until"
-        " WHERE id = :claim AND state = 'sending' AND lease_until > :now"
-        " AND (SELECT revoked_at FROM links WHERE links.id = claims.link_id) IS NULL",
+        f" WHERE id = :claim AND state = 'sending' AND lease_until > :now AND {LINK_NOT_REVOKED}",
         {"claim": claim_id, "now": now, "until": until},
     )
     return cursor.rowcount == 1
