@@ -15,6 +15,19 @@ from db.migrations import migrations
 
 BUSY_TIMEOUT_SECONDS = 10
 
+# Result codes that say the database cannot be written now (a full disk, an I/O error, a file
+# made read-only, a lock held too long), not that a statement is wrong: they pass by themselves.
+UNWRITABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
 
 def connect(path: str) -> Database:
     """Open the database with WAL, a busy timeout and foreign keys on."""
@@ -24,6 +37,14 @@ def connect(path: str) -> Database:
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def cannot_write(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot be written for now: worth a 503 and a retry,
+    unlike a programming error. Extended codes (SQLITE_IOERR_WRITE...) keep the primary code
+    in their low byte."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in UNWRITABLE_CODES
 
 
 @contextlib.contextmanager
