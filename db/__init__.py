@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from flask import Flask, current_app, g
 from sqlite_utils import Database
 
 from db.migrations import migrations
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10
 
@@ -94,6 +97,28 @@ def close_db(_exc: BaseException | None = None) -> None:
         db.close()
 
 
+class PendingMigrations:
+    """Migrations that could not run at start, tried again before each request until they have:
+    until then every request answers 503, and none meets a schema older than the code."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            migrate(self.path)
+            self.done = True
+
+
 def init_app(app: Flask) -> None:
-    migrate(app.config["DATABASE"])
     app.teardown_appcontext(close_db)
+    try:
+        migrate(app.config["DATABASE"])
+    except sqlite3.DatabaseError as exc:
+        if not cannot_write(exc):
+            raise
+        # gunicorn stops the whole server when a worker fails to boot; one it restarts while the
+        # disk is full must boot, answer 503, and recover when space returns.
+        log.warning("Database cannot be written at start, migrations wait for a request: %s", exc)
+        app.before_request(PendingMigrations(app.config["DATABASE"]))

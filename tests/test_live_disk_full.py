@@ -9,6 +9,7 @@ import errno
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -236,3 +237,35 @@ def test_a_full_disk_refuses_with_503_and_never_gives_a_link_twice(server, small
     errors = server.error_log.read_text()
     assert "Database cannot be written" in errors
     assert "Traceback" not in errors
+
+
+def minted_when_writable(server: LiveServer, key: str) -> Answer | None:
+    answer = fetch(server, "POST", "/api/storage/local/download-url", {"file": "small.bin"}, key)
+    assert answer.status in (200, 503), answer
+    return answer if answer.status == 200 else None
+
+
+def test_workers_restarted_on_a_full_disk_boot_answer_503_and_recover(server, small_disk):
+    """gunicorn stops the whole server when a worker fails to boot: one restarted while the
+    database cannot even be opened (its shared-memory file needs space) must boot all the same."""
+    make_file(server.backups, "small.bin", 1000)
+    key = api_key_for_robot(server)
+    filler = Filler(small_disk / "filler")
+    filler.fill()
+    killed = set(server.worker_pids())
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        assert server.process.poll() is None, "gunicorn stopped: a worker failed to boot"
+        return len(set(server.worker_pids()) - killed) == 2
+
+    wait_for(restarted, "gunicorn to restart its workers")
+    refused = fetch(server, "POST", "/api/storage/local/download-url", {"file": "small.bin"}, key)
+    assert refused.status == 503 and refused.retry_after == "30", refused
+    assert refused.json()["error"].startswith("Oncelink cannot write to its database right now")
+    filler.remove()
+    minted = wait_for(lambda: minted_when_writable(server, key), "minting to work again")
+    assert minted.json()["success"] is True
+    assert server.process.poll() is None
+    assert "Traceback" not in server.error_log.read_text()

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import db
+from app import create_app
 from core.accounts import create_api_key
 from db.links import list_links
 from tests.conftest import mint
@@ -159,3 +160,14 @@ def test_cannot_write_reads_the_primary_code(code, unwritable):
 def test_cannot_write_needs_a_sqlite_code():
     assert not db.cannot_write(sqlite3.OperationalError("raised by hand, no code"))
     assert not db.cannot_write(OSError(28, "No space left on device"))
+
+
+def test_an_app_that_starts_while_the_database_cannot_be_written_migrates_when_it_can(tmp_path):
+    """A gunicorn worker restarted on a full disk: it boots, answers 503, and migrates once it can."""
+    with unwritable_database():
+        app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "fresh")})
+        refused = app.test_client().get("/login")
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+    assert "Oncelink cannot write to its database right now" in refused.text
+    assert app.test_client().get("/login").status_code == 200
+    assert links_in(app) == []  # the schema is there
