@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, Response, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -15,6 +16,7 @@ from core.downloads import RangeNotSatisfiable
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
+from db import cannot_write
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import ProfileError, ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
@@ -22,6 +24,9 @@ from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, Un
 log = logging.getLogger(__name__)
 
 LINK_UNAVAILABLE_MESSAGE = "This link is invalid, has expired, was revoked or has been used up."
+UNWRITABLE_MESSAGE = "Oncelink cannot write to its database right now, so nothing was saved; try again later."
+PUBLIC_UNWRITABLE_MESSAGE = "Downloads are unavailable for a moment; this link was not used. Try again later."
+UNWRITABLE_RETRY_SECONDS = 30  # a full disk is freed by a person or a cron job, not in a second
 
 # Exceptions whose message is safe and useful to show as it is.
 STATUS_FOR = {
@@ -53,6 +58,18 @@ def _respond(status: int, message: str):
     return render_template("errors/error.html", status=status, message=message), status
 
 
+def database_unwritable(exc: sqlite3.DatabaseError) -> Response:
+    """503 while the database cannot be written (disk full, I/O error...): nothing was saved or
+    counted, and the same request works again once space returns. One line in the log, no traceback."""
+    log.warning("Database cannot be written on %s: %s (%s)", request.path, exc, exc.sqlite_errorname)
+    if request.blueprint == "public":  # whoever holds a link learns nothing about the server
+        response = respond(503, PUBLIC_UNWRITABLE_MESSAGE)
+    else:
+        response = respond(503, f"{UNWRITABLE_MESSAGE} ({exc})")
+    response.headers["Retry-After"] = str(UNWRITABLE_RETRY_SECONDS)
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     for exception, status in STATUS_FOR.items():
         app.register_error_handler(exception, lambda exc, status=status: respond(status, str(exc)))
@@ -80,6 +97,12 @@ def register_error_handlers(app: Flask) -> None:
         if request.blueprint == "public":  # whoever holds a link learns nothing about the storage
             return respond(500, message)
         return respond(500, f"{message} ({exc})")
+
+    @app.errorhandler(sqlite3.DatabaseError)
+    def database_error(exc: sqlite3.DatabaseError):
+        if not cannot_write(exc):
+            raise exc  # a bug: Flask logs its traceback and answers 500
+        return database_unwritable(exc)
 
     @app.errorhandler(FormatError)
     def damaged_header(exc: FormatError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,22 @@ from sqlite_utils import Database
 
 from db.migrations import migrations
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_SECONDS = 10
+
+# Result codes that say the database cannot be written now (a full disk, an I/O error, a file
+# made read-only, a lock held too long), not that a statement is wrong: they pass by themselves.
+UNWRITABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
 
 
 def connect(path: str) -> Database:
@@ -24,6 +40,14 @@ def connect(path: str) -> Database:
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def cannot_write(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot be written for now: worth a 503 and a retry,
+    unlike a programming error. Extended codes (SQLITE_IOERR_WRITE...) keep the primary code
+    in their low byte."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in UNWRITABLE_CODES
 
 
 @contextlib.contextmanager
@@ -73,6 +97,28 @@ def close_db(_exc: BaseException | None = None) -> None:
         db.close()
 
 
+class PendingMigrations:
+    """Migrations that could not run at start, tried again before each request until they have:
+    until then every request answers 503, and none meets a schema older than the code."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            migrate(self.path)
+            self.done = True
+
+
 def init_app(app: Flask) -> None:
-    migrate(app.config["DATABASE"])
     app.teardown_appcontext(close_db)
+    try:
+        migrate(app.config["DATABASE"])
+    except sqlite3.DatabaseError as exc:
+        if not cannot_write(exc):
+            raise
+        # gunicorn stops the whole server when a worker fails to boot; one it restarts while the
+        # disk is full must boot, answer 503, and recover when space returns.
+        log.warning("Database cannot be written at start, migrations wait for a request: %s", exc)
+        app.before_request(PendingMigrations(app.config["DATABASE"]))
