@@ -154,7 +154,8 @@ def observe(bench: Bench, label: str, files: Encrypted) -> Observed:
 DECRYPTED_ABOUT = (
     "The same two files encrypted once beforehand (not timed) with `flask encrypt` into `.enc` copies: "
     "64 KiB chunks, each sealed with AES-256-GCM. Through a decrypting link the worker reads, decrypts "
-    "and hands gunicorn one chunk at a time; the plain file of the same size leaves by sendfile. MiB/s of "
+    "and sends one chunk at a time on the client's socket; the plain file of the same size leaves by "
+    "sendfile. MiB/s of "
     f"plaintext as curl reports it, median of {ROUNDS} downloads of each, the two taking turns; min-max "
     "in brackets; curl checks that exactly the plaintext size arrived. *AES-256-GCM alone* is "
     "`cryptography`'s AESGCM in the bench process, pinned with sched_setaffinity to the CPU its row "
@@ -179,7 +180,7 @@ def where_the_time_goes(largest: Observed, cipher: CipherSpeed) -> str:
     return (
         f"Where the time goes ({largest.label}): the cipher alone needs {GiB / MiB / cipher.median:.2f} s "
         f"of CPU per GiB. Serving the plaintext, the workers spent {decrypted.user:.2f} s in user space "
-        f"(the cipher, then Python: the iterator and gunicorn's write loop) and {decrypted.system:.2f} s "
+        f"(the cipher, then Python: the iterator and the send loop) and {decrypted.system:.2f} s "
         "in the kernel (copying each chunk out of the page cache, and sending it: on loopback the "
         "sender's system time also carries the receiving side's TCP processing); the plain download "
         f"cost them {plain.system:.2f} s in the kernel with sendfile."

@@ -18,7 +18,7 @@ from workers import KiB, WorkerUsage, opened, watch_workers
 ROUNDS = 11  # a 100 MiB transfer on loopback lasts tens of ms: single rounds are mostly noise
 GOAL_RATIO = 0.9
 FLAT_GROWTH_MIB = 8.0  # a worker that buffered even the 100 MiB file would grow by far more
-SENDFILE_READS_PER_MIB = 1.0  # a read loop in 256 KiB blocks makes 4; sendfile a handful in all
+SENDFILE_READS_PER_MIB = 1.0  # a read loop in 256 KiB blocks makes 4; sendfile at most 4 MiB a call
 
 Download = Callable[[Bench, Path], Transfer]
 
@@ -66,8 +66,9 @@ THROUGHPUT_NOTES = (
     "first byte (checking and claiming the link in SQLite, recording the event: the *first byte* "
     "column, medians) and scheduling noise weigh more on it than on 1 GiB; the min-max spread "
     "shows how much noise there was. nginx runs one worker with Debian's defaults otherwise "
-    "(sendfile_max_chunk 2m, so at most 2 MiB per sendfile call); gunicorn, when it uses "
-    "sendfile (next section), asks for the whole file, up to 1 GiB, in each call."
+    "(sendfile_max_chunk 2m, so at most 2 MiB per sendfile call); Oncelink's transfers call "
+    "sendfile on the client's socket themselves, at most 4 MiB a call, checking their claim "
+    "between pieces (next section)."
 )
 
 
@@ -110,7 +111,8 @@ WORKERS_ABOUT = (
     "resident memory in MiB; its peak is the larger of VmRSS sampled every 5 ms and the kernel's "
     "VmHWM, reset just before the download. *Served* marks the worker that had the file open. "
     "*Read calls* are the worker's read system calls meanwhile (syscr in /proc/<pid>/io): "
-    "sendfile sends the whole file in one or a few calls, a read loop needs one per block."
+    "sendfile counts one per call (at most 4 MiB each, fewer than one per MiB), a read loop one "
+    "per block."
 )
 
 

@@ -4,7 +4,7 @@ Two readings of the peak memory, so that neither a short spike between samples n
 sampling artefact goes unseen: VmRSS sampled every few milliseconds, and VmHWM (the
 kernel's own high-water mark) after it was reset just before the transfer. The count of
 read calls (syscr in /proc/<pid>/io) tells whether the file went out by sendfile, which
-is one call for the whole file, or was read block by block. CPU time (utime and stime in
+is one call per piece of up to 4 MiB, or was read block by block. CPU time (utime and stime in
 /proc/<pid>/stat) tells how much of a transfer the worker spent in its own code and how much
 in the kernel.
 """
