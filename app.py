@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
@@ -39,6 +40,8 @@ DEFAULTS = {
     # Wrong or dead tokens one address may try; right ones are never limited.
     "PUBLIC_FAILURE_LIMIT": "60 per minute",
     "ADMIN_PASSWORD": None,
+    # No form or JSON body of ours comes near this; anything larger is refused with 413 unread.
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "RATELIMIT_STORAGE_URI": "memory://",
 }
@@ -71,13 +74,27 @@ def configure(app: Flask, config: dict | None) -> None:
 
 
 def add_security_headers(response):
+    """Every response: the page protections above, and no cache keeps a copy unless the response
+    says otherwise (static files do), so nothing that carries a token or a key is ever stored."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """JSON nested too deep for the parser is a malformed body (400), not a crash (500)."""
+
+    def loads(self, s: str | bytes, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("The JSON is nested too deeply.") from exc
 
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)
     configure(app, config)
     app.logger.addFilter(RedactingFilter())
     if int(app.config["PROXY_HOPS"]):

@@ -37,6 +37,8 @@ def load_user(user_id: str) -> accounts.User | None:
 
 def safe_next(target: str | None) -> str:
     """Only a path on this site: no scheme, no host, no '//' or backslash tricks."""
+    if target and any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return url_for("accounts.home")  # CR/LF would split the Location header
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:

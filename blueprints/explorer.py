@@ -11,7 +11,15 @@ from werkzeug.datastructures import MultiDict
 
 from blueprints.guards import request_client
 from blueprints.links import iso, link_limits, public_url, purge_long_dead_links
-from blueprints.pages import clock, human_size, page_permission, render_htmx, utc_time
+from blueprints.pages import (
+    clock,
+    escaped_controls,
+    human_size,
+    page_permission,
+    render_htmx,
+    utc_time,
+    visible_name,
+)
 from blueprints.responses import file_response
 from core.commands import fetch_commands
 from core.downloads import open_direct
@@ -32,6 +40,8 @@ bp = Blueprint("explorer", __name__)
 bp.add_app_template_filter(human_size, "filesize")
 bp.add_app_template_filter(utc_time, "utc")
 bp.add_app_template_filter(clock, "clock")
+bp.add_app_template_filter(visible_name, "visible")
+bp.add_app_template_filter(escaped_controls, "escaped_controls")
 
 TTL_PRESETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 

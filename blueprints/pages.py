@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 
 from extensions import login_manager
 
@@ -97,3 +99,21 @@ def clock(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes:02}:{secs:02}"
+
+
+def _shown(character: str) -> str:
+    """Invisible and direction-changing characters (U+202E, zero-width spaces...) as escapes."""
+    if unicodedata.category(character) in ("Cc", "Cf"):
+        return f"\\u{ord(character):04x}" if ord(character) <= 0xFFFF else f"\\U{ord(character):08x}"
+    return character
+
+
+def escaped_controls(name: str) -> str:
+    """The name with its invisible and direction-changing characters as escapes (for a <title>)."""
+    return "".join(map(_shown, str(name)))
+
+
+def visible_name(name: str) -> Markup:
+    """A file or folder name exactly as it is: its controls visibly escaped, and isolated in <bdi>
+    so that right-to-left text cannot reorder what stands around it ("gpj.exe" posing as a photo)."""
+    return Markup("<bdi>{}</bdi>").format(escaped_controls(name))

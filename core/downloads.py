@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sqlite3
 import time
 import unicodedata
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from sqlite_utils import Database
-from werkzeug.http import parse_range_header
 
 import db as database
 from core import tokens
@@ -76,15 +76,44 @@ class Download:
         return (self.start, self.stop) != (0, self.delivery.size)
 
 
+_BYTE_RANGE = re.compile(r"(\d*)-(\d*)", re.ASCII)
+_LARGEST = 2**63  # past any file; Python's int() refuses digit strings beyond 4,300 digits
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= 19 else _LARGEST
+
+
 def choose_range(size: int, range_header: str | None, if_range: str | None, etag: str) -> tuple[int, int]:
-    """The [start, stop) to send. One byte range is honoured; anything else gets the whole file."""
-    parsed = parse_range_header(range_header) if range_header else None
-    if parsed is None or len(parsed.ranges) != 1 or (if_range and if_range != etag):
+    """The [start, stop) to send, as RFC 9110 section 14 says for one byte range.
+
+    A Range in another unit, malformed, with several ranges, or with an If-Range that no longer
+    matches is ignored: the whole file. An unsatisfiable one is 416. A suffix longer than the file
+    selects the whole file; a zero-length suffix selects nothing and is unsatisfiable.
+    """
+    if not range_header or (if_range and if_range != etag):
         return 0, size
-    span = parsed.range_for_length(size)
-    if span is None:
+    unit, _, ranges = range_header.partition("=")
+    spec = _BYTE_RANGE.fullmatch(ranges.strip())
+    if unit.strip().lower() != "bytes" or spec is None or spec[0] == "-":
+        return 0, size
+    first, last = spec.groups()
+    if not first:
+        length = _position(last)
+        if length == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - length), size
+    start = _position(first)
+    if last and _position(last) < start:
+        return 0, size
+    if start >= size:
         raise RangeNotSatisfiable(size)
-    return span
+    return start, min(_position(last) + 1, size) if last else size
+
+
+def _invisible(character: str) -> bool:
+    """Controls and format characters (U+202E...): they could reorder or hide part of a saved name."""
+    return unicodedata.category(character) in ("Cc", "Cf")
 
 
 def content_disposition(filename: str, ascii_only: bool = False) -> str:
@@ -97,7 +126,7 @@ def content_disposition(filename: str, ascii_only: bool = False) -> str:
     else sends (a presigned URL's response-content-disposition): the fallback then keeps
     only the name's ASCII letters.
     """
-    fallback = filename.replace("\\", "_").replace('"', "_")
+    fallback = "".join("_" if _invisible(c) or c in '\\"' else c for c in filename)
     if ascii_only:
         fallback = unicodedata.normalize("NFKD", fallback).encode("ascii", "ignore").decode() or "download"
     value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
@@ -135,10 +164,18 @@ def _download(link: Link, opened: OpenedDelivery, request: DownloadRequest) -> D
 def inspect_download(
     db: Database, request: DownloadRequest, serving: Serving, now: float, event: EventKind = EventKind.HEAD
 ) -> Download:
-    """What a GET would send, without claiming the link (HEAD, or `preview` for the landing page)."""
+    """What a GET would send, without claiming the link (HEAD, or `preview` for the landing page).
+
+    The same checks as a GET run before its first byte (for an encrypted file, the header and the
+    final chunk), so the answer has the same status.
+    """
     link, opened = _open(db, request, serving.keyring, now)
-    opened.source.close()
-    download = _download(link, opened, request)
+    try:
+        download = _download(link, opened, request)
+        if opened.key is not None:  # a plain file has nothing to verify; on S3 this would cost a GET
+            _primed_content(db, link, opened, download, request, now)
+    finally:
+        opened.source.close()
     record_link_event(db, event, link, now, request.client)
     return download
 

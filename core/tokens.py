@@ -70,7 +70,7 @@ def hash_token(token: str) -> str:
 
 
 def _find(db: Database, token: str) -> Link | None:
-    if len(token) > MAX_TOKEN_LENGTH:
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():  # every token we mint is base64url
         return None
     return queries.find_link(db, hash_token(token))
 

@@ -63,12 +63,23 @@ class Storage(Protocol):
         """
 
 
+def _encodable(text: str) -> bool:
+    """False for strings no file name can hold: lone surrogates such as JSON's "\\ud800"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clean_relative_path(path: str, allow_root: bool = False) -> str:
     """Normalise a user-given path to 'a/b/c', refusing anything that could escape the root."""
     if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH:
         raise UnsafePath("The path is not a string of a sane length.")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise UnsafePath("The path contains control characters.")
+    if not path.isascii() and not _encodable(path):
+        raise UnsafePath("The path is not valid Unicode.")
     if "\\" in path:
         raise UnsafePath("The path contains a backslash.")
     if path.startswith("/"):

@@ -47,10 +47,10 @@ def test_history_restore_gets_the_whole_page(client, auth):
 def test_listing_shows_folders_first_sizes_and_breadcrumbs(client, auth):
     auth.login("viewer")
     text = client.get("/browse/local").text
-    assert text.index("folder/") < text.index("db.sql.gz") < text.index("small.txt")
+    assert text.index("folder</bdi>/") < text.index("db.sql.gz") < text.index("small.txt")
     assert "3.9 KiB" in text and "1 B" in text
     inner = client.get("/browse/local?path=folder/deeper", headers=HX).text
-    assert 'aria-current="location">deeper<' in inner
+    assert 'aria-current="location"><bdi>deeper</bdi><' in inner
     assert 'href="/browse/local?path=folder"' in inner
 
 
