@@ -164,3 +164,12 @@ def m006_event_repeats(db: Database) -> None:
         CREATE INDEX link_events_recent ON link_events(link_id, event, client_ip, at);
         """
     )
+
+
+@migrations()
+def m007_session_epoch(db: Database) -> None:
+    """A number every session cookie carries: bumping it ends every session signed in before.
+
+    Sign-out, a new password and a change of role or access bump it (core/accounts.py).
+    """
+    db.execute("ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0")
