@@ -18,7 +18,7 @@ from core import accounts
 from db import get_db
 from db.storages import list_storages
 from db.users import list_api_keys, list_users, revoke_api_key
-from extensions import limiter, login_manager
+from extensions import failure_limits, login_manager
 
 bp = Blueprint("accounts", __name__)
 users_cli = AppGroup("users", help="Manage users.")
@@ -45,11 +45,17 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", methods=["POST"])
 def login():
     form, status = SignInForm(), 200
     if form.validate_on_submit():
-        user = accounts.authenticate(get_db(), form.name.data, form.password.data)
+        user = accounts.sign_in(
+            get_db(),
+            form.name.data,
+            form.password.data,
+            request.remote_addr,
+            failure_limits().sign_in,
+            time.time(),
+        )
         if user is not None:
             login_user(user)
             return redirect(safe_next(request.args.get("next")), code=303)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core.attempts import Limit, charge_attempt, refund_attempt
 from db import users as queries
 from db import write_transaction
 
@@ -110,6 +111,23 @@ def authenticate(db: Database, name: str, password: str) -> User | None:
     if not check_password_hash(record.password_hash, password) or record.disabled:
         return None
     return _user(record)
+
+
+def sign_in(
+    db: Database, name: str, password: str, address: str | None, limit: Limit | None, now: float
+) -> User | None:
+    """authenticate(), each try counted against the address before the password is checked.
+
+    Once the address has `limit` failures, every try is refused unchecked (TooManyAttempts), the
+    right password too: were it let through, guessing would go on without limit and the one
+    answer that is not 429 would name the password. Counting first keeps parallel tries within the
+    limit; a success gives its own try back, but never the failures before it.
+    """
+    attempt = charge_attempt(db, f"sign-in:{address}", limit, now) if limit else None
+    user = authenticate(db, name, password)
+    if user is not None and attempt is not None:
+        refund_attempt(db, attempt)
+    return user
 
 
 def create_api_key(
