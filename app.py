@@ -16,6 +16,7 @@ import db
 from blueprints import accounts, admin, admin_storages, explorer, keys, link_history, links, public, storages
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
+from core.attempts import FailureLimits
 from core.downloads import Serving
 from core.leases import LeaseKeeper
 from core.redaction import RedactingFilter
@@ -23,7 +24,7 @@ from core.storages import add_local_storage
 from db.storages import get_storage
 from db.users import count_users
 from encryption.keys import Keyring, load_master_key, read_or_create_secret
-from extensions import csrf, limiter, login_manager
+from extensions import csrf, login_manager
 
 DEFAULTS = {
     "DATA_DIR": "instance",
@@ -39,11 +40,12 @@ DEFAULTS = {
     "PROXY_HOPS": 0,
     # Wrong or dead tokens one address may try; right ones are never limited.
     "PUBLIC_FAILURE_LIMIT": "60 per minute",
+    "SIGN_IN_FAILURE_LIMIT": "10 per minute",
+    "RATELIMIT_ENABLED": True,  # the tests that send many refused requests turn the limits off
     "ADMIN_PASSWORD": None,
     # No form or JSON body of ours comes near this; anything larger is refused with 413 unread.
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "SESSION_COOKIE_SAMESITE": "Lax",
-    "RATELIMIT_STORAGE_URI": "memory://",
 }
 
 SECURITY_HEADERS = {
@@ -103,13 +105,13 @@ def create_app(config: dict | None = None) -> Flask:
 
     db.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     keyring = Keyring(load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY")))
     keeper = LeaseKeeper(app.config["DATABASE"], float(app.config["LEASE_SECONDS"]))
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
+    app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(app.config)
 
     for area in (accounts, admin, admin_storages, explorer, link_history, links, public, storages):
         app.register_blueprint(area.bp)

@@ -6,18 +6,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask import current_app
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
 if TYPE_CHECKING:
+    from core.attempts import FailureLimits
     from core.downloads import Serving
     from encryption.keys import Keyring
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def keyring() -> Keyring:
@@ -28,3 +26,8 @@ def keyring() -> Keyring:
 def serving() -> Serving:
     """What the public download needs besides the database."""
     return current_app.extensions["oncelink_serving"]
+
+
+def failure_limits() -> FailureLimits:
+    """How many failed public downloads and sign-ins one address may make."""
+    return current_app.extensions["oncelink_failure_limits"]

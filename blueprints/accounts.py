@@ -18,7 +18,7 @@ from core import accounts
 from db import get_db
 from db.storages import list_storages
 from db.users import list_api_keys, list_users, revoke_api_key
-from extensions import limiter, login_manager
+from extensions import failure_limits, login_manager
 
 bp = Blueprint("accounts", __name__)
 users_cli = AppGroup("users", help="Manage users.")
@@ -31,8 +31,8 @@ class SignInForm(FlaskForm):
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> accounts.User | None:
-    return accounts.load_user(get_db(), int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str) -> accounts.User | None:
+    return accounts.load_user(get_db(), session_id)
 
 
 def safe_next(target: str | None) -> str:
@@ -47,11 +47,17 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", methods=["POST"])
 def login():
     form, status = SignInForm(), 200
     if form.validate_on_submit():
-        user = accounts.authenticate(get_db(), form.name.data, form.password.data)
+        user = accounts.sign_in(
+            get_db(),
+            form.name.data,
+            form.password.data,
+            request.remote_addr,
+            failure_limits().sign_in,
+            time.time(),
+        )
         if user is not None:
             login_user(user)
             return redirect(safe_next(request.args.get("next")), code=303)
@@ -62,6 +68,9 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    """Ends every session of the user; if that cannot be saved (503) this one stays, to try again."""
+    if current_user.is_authenticated:
+        accounts.sign_out(get_db(), current_user)
     logout_user()
     return redirect(url_for("accounts.login"), code=303)
 
@@ -80,15 +89,30 @@ def home():
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def create_user_command(name: str, role: str, password_stdin: bool) -> None:
     """Create a user; the password is prompted for unless --password-stdin."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user = accounts.create_user(get_db(), name, password, role, time.time())
+        user = accounts.create_user(get_db(), name, read_password(password_stdin), role, time.time())
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"User {user.name!r} created with role {user.role}.")
+
+
+@users_cli.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password_command(name: str, password_stdin: bool) -> None:
+    """Give a user a new password and end all their sessions; prompted for unless --password-stdin."""
+    try:
+        user = accounts.set_password(get_db(), name, read_password(password_stdin))
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Password of {user.name!r} changed; their sessions have ended.")
+
+
+def read_password(from_stdin: bool) -> str:
+    """One line of standard input (for scripts), or a hidden prompt typed twice."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 @users_cli.command("list")

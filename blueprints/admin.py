@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, flash, render_template, request, url_for
-from flask_login import current_user
+from flask_login import current_user, login_user
 
 from blueprints.pages import hx_redirect, page_permission
 from core import accounts
@@ -57,7 +57,10 @@ def change_user(user_id: int):
 @bp.post("/users/<int:user_id>/password")
 @page_permission("admin")
 def reset_password(user_id: int):
-    accounts.reset_password(get_db(), user_id, request.form.get("password", ""))
+    """Ends the user's sessions; an admin who set their own password stays signed in here alone."""
+    user = accounts.reset_password(get_db(), user_id, request.form.get("password", ""))
+    if user.id == current_user.id:
+        login_user(user)  # a cookie at the new epoch for this browser
     flash("Password changed.", "ok")
     return hx_redirect(url_for("admin.users"))
 

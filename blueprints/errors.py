@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 
 from flask import Flask, Response, make_response, render_template, request
@@ -12,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from blueprints.guards import api_error
 from blueprints.pages import is_htmx
 from core.accounts import AccountError
+from core.attempts import TooManyAttempts
 from core.downloads import RangeNotSatisfiable
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
@@ -82,6 +84,13 @@ def register_error_handlers(app: Flask) -> None:
     def token_busy(_exc):
         response = respond(409, "This link is being downloaded right now; try again when that ends.")
         response.headers["Retry-After"] = "10"
+        return response
+
+    @app.errorhandler(TooManyAttempts)
+    def too_many_attempts(exc: TooManyAttempts):
+        wait = max(1, math.ceil(exc.retry_after))
+        response = respond(429, f"Too many failed attempts from your address; try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
         return response
 
     @app.errorhandler(RangeNotSatisfiable)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import time
 from urllib.parse import unquote_plus
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from blueprints.guards import api_error, request_client
 from blueprints.links import iso
 from blueprints.responses import file_response
 from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
+from core.tokens import admit_attempt
 from db import get_db
 from db.events import EventKind
-from extensions import csrf, limiter, serving
+from extensions import csrf, failure_limits, serving
 
 bp = Blueprint("public", __name__)
 
@@ -52,12 +53,14 @@ def literal_tokens(query: bytes) -> list[str]:
     return [unquote_plus(value.decode("latin-1")) for name, _, value in pairs if name == b"token"]
 
 
-def failed_attempt(response: Response) -> bool:
-    return response.status_code in (400, 401)
+def limit_failures(token: str) -> None:
+    """429 for an address that tried too many wrong or dead tokens; a token that opens a link passes."""
+    limit = failure_limits().public
+    if limit is not None:
+        admit_attempt(get_db(), token, request.remote_addr, limit, time.time())
 
 
 @bp.route("/api/storage/public-download", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["PUBLIC_FAILURE_LIMIT"], deduct_when=failed_attempt)
 @csrf.exempt  # the token in the URL is the only authority here; there is no session to protect
 def download() -> Response:
     """GET: the file (a browser: the landing page). POST: the landing page's Download button.
@@ -66,9 +69,10 @@ def download() -> Response:
     but do not submit forms: a GET never counts as someone pressing Download.
     """
     tokens = literal_tokens(request.query_string)
-    if len(tokens) != 1 or not tokens[0]:
+    token = tokens[0] if len(tokens) == 1 else ""
+    limit_failures(token)
+    if not token:
         return api_error(400, "The link must carry exactly one token.")
-    token = tokens[0]
     asked = DownloadRequest(
         token,
         request.headers.get("Range"),

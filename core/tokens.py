@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from core.attempts import Limit, charge_attempt
 from db import claims as claim_queries
 from db import links as queries
 from db import write_transaction
@@ -84,6 +85,16 @@ def usable_link(db: Database, token: str, now: float) -> Link:
     if reason:
         raise TokenUnavailable(reason, link)
     return link
+
+
+def admit_attempt(db: Database, token: str, address: str | None, limit: Limit, now: float) -> None:
+    """A token that opens a usable link is never limited, whatever its address did before; any
+    other request (no token, an unknown or dead one) is a failed attempt of its address, refused
+    with TooManyAttempts once the address has made `limit` of them."""
+    try:
+        usable_link(db, token, now)
+    except TokenUnavailable:
+        charge_attempt(db, f"public:{address}", limit, now)
 
 
 def byte_budget(max_uses: int, size: int) -> int:

@@ -164,3 +164,29 @@ def m006_event_repeats(db: Database) -> None:
         CREATE INDEX link_events_recent ON link_events(link_id, event, client_ip, at);
         """
     )
+
+
+@migrations()
+def m007_session_epoch(db: Database) -> None:
+    """A number every session cookie carries: bumping it ends every session signed in before.
+
+    Sign-out, a new password and a change of role or access bump it (core/accounts.py).
+    """
+    db.execute("ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m008_attempts(db: Database) -> None:
+    """Attempts that may fail (a token tried, a password typed), one row each until its window has
+    passed, in the database so that every worker of an install counts them together."""
+    db.executescript(
+        """
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX attempts_key ON attempts(key, expires_at);
+        CREATE INDEX attempts_expires_at ON attempts(expires_at);
+        """
+    )

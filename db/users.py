@@ -15,6 +15,7 @@ class UserRecord:
     role: str
     disabled: bool
     created_at: float
+    session_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ApiKeyRecord:
     last_used_at: float | None
 
 
-USER_COLUMNS = "id, name, password_hash, role, disabled, created_at"
+USER_COLUMNS = "id, name, password_hash, role, disabled, created_at, session_epoch"
 KEY_COLUMNS = "id, user_id, prefix, created_at, expires_at, revoked_at, last_used_at"
 
 
@@ -107,8 +108,20 @@ def revoke_api_key(db: Database, key_id: int, now: float) -> bool:
 
 
 def update_user(db: Database, user_id: int, **fields) -> None:
-    """Set some of role, disabled, password_hash (the names are ours, never the caller's input)."""
+    """Set some of role, disabled, password_hash (the names are ours, never the caller's input).
+
+    The same statement bumps the session epoch: every session signed in before a change to who
+    the user is or what they may do ends with it.
+    """
     allowed = {"role", "disabled", "password_hash"}
     assert set(fields) <= allowed, fields
     assignments = ", ".join(f"{name} = ?" for name in fields)
-    db.execute(f"UPDATE users SET {assignments} WHERE id = ?", [*fields.values(), user_id])
+    db.execute(
+        f"UPDATE users SET {assignments}, session_epoch = session_epoch + 1 WHERE id = ?",
+        [*fields.values(), user_id],
+    )
+
+
+def end_sessions(db: Database, user_id: int) -> None:
+    """Make every session cookie the user was given so far useless (sign-out)."""
+    db.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", [user_id])

@@ -147,6 +147,7 @@ class LiveServer:
     send_timeout: float = 3
     port: int = field(default_factory=free_port)
     wrapper: tuple[str, ...] = ()  # a command to run gunicorn under, such as strace
+    settings: dict[str, str] = field(default_factory=dict)  # more environment, over env()'s own
     process: subprocess.Popen | None = None
     app: object = None
 
@@ -175,6 +176,7 @@ class LiveServer:
             "WEB_CONCURRENCY": "2",
             "ONCELINK_SEND_TIMEOUT": str(self.send_timeout),
             "ONCELINK_RATELIMIT_ENABLED": "false",  # the race tests send many refused requests
+            **self.settings,
         }
 
     def start(self) -> LiveServer:

@@ -1,14 +1,17 @@
 """Helpers for the tests that drive real servers: files, curl and wget, clients of the tests' own
-that read at their own pace, and the worker process that serves a given connection."""
+that read at their own pace or keep their connection, and the worker process that serves a given
+connection."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -190,3 +193,55 @@ def serving_worker(worker_pids: list[int], server_port: int, client_port: int) -
             except FileNotFoundError:
                 continue
     raise AssertionError("no worker holds the connection")
+
+
+class KeptConnection:
+    """One keep-alive HTTP/1.1 connection for many requests, so one worker answers them all."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.host = parts.netloc
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+        self.reader = self.sock.makefile("rb")
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def request(
+        self, method: str, target: str, headers: dict | None = None, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of one request on this connection."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status_line = self.reader.readline()
+        assert status_line, "the server closed the connection"
+        answer_headers = {}
+        while line := self.reader.readline().decode("latin-1").rstrip("\r\n"):
+            name, _, value = line.partition(": ")
+            answer_headers[name.lower()] = value
+        length = 0 if method == "HEAD" else int(answer_headers["content-length"])
+        return int(status_line.split()[1]), answer_headers, self.reader.read(length)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def connection_per_worker(server, count: int = 2, probe: str = "/login") -> Iterator[list[KeptConnection]]:
+    """A kept connection held by each of the `count` workers of `server`: connections are opened,
+    each answered once (so a worker has accepted it), until every worker holds one. All are
+    closed at the end."""
+    workers = wait_for(lambda: len(pids := server.worker_pids()) == count and pids, "the workers to start")
+    held: dict[int, KeptConnection] = {}
+    with contextlib.ExitStack() as opened:
+        for _ in range(200):
+            connection = opened.enter_context(contextlib.closing(KeptConnection(server.url)))
+            connection.request("HEAD", probe)
+            held.setdefault(serving_worker(workers, server.port, connection.port), connection)
+            if len(held) == len(workers):
+                break
+        assert len(held) == len(workers), f"only workers {sorted(held)} of {workers} took connections"
+        yield list(held.values())

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import PASSWORD, csrf_token_from, make_app
+from tests.conftest import PASSWORD, Auth, csrf_token_from, make_app
 
 
 def sign_in(client, name, password, next_url=""):
@@ -70,3 +70,21 @@ def test_sign_in_is_rate_limited(tmp_path, backups):
     client = app.test_client()
     codes = [sign_in(client, "nobody", "wrong password").status_code for _ in range(12)]
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+
+
+def test_only_failed_sign_ins_count_and_a_limited_address_is_refused_the_right_password_too(
+    tmp_path, backups
+):
+    """Were the right password let in past the limit, guessing could go on until the one answer
+    that is not 429. Successes give their try back; another address is not limited."""
+    app = make_app(tmp_path / "rl", backups, RATELIMIT_ENABLED=True, SIGN_IN_FAILURE_LIMIT="3 per minute")
+    Auth(app, app.test_client()).create("ops", "operator")
+    client = app.test_client()
+    codes = [sign_in(client, "ops", password).status_code for password in [PASSWORD] * 5 + ["wrong"] * 4]
+    assert codes == [303] * 5 + [401] * 3 + [429]
+    refused = sign_in(client, "ops", PASSWORD)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "Too many failed attempts" in refused.text
+    other_address = app.test_client()
+    other_address.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert sign_in(other_address, "ops", PASSWORD).status_code == 303

@@ -204,6 +204,28 @@ def test_failed_attempts_are_rate_limited_and_good_downloads_do_not_count(tmp_pa
     assert [get(client, f"guess-{n}").status_code for n in range(4)] == [401, 401, 401, 429]
 
 
+def test_an_address_past_the_limit_is_still_served_a_valid_link(tmp_path, backups):
+    """Only guesses are limited: whoever holds a real link gets it, HEAD, GET and the landing page,
+    from an address that tried wrong or dead tokens past the limit."""
+    app = make_app(tmp_path / "rl", backups, RATELIMIT_ENABLED=True, PUBLIC_FAILURE_LIMIT="3 per minute")
+    client = app.test_client()
+    used = mint(app, "db.sql.gz")
+    assert get(client, used).status_code == 200
+    codes = [get(client, token).status_code for token in ("", "guess", used)]
+    assert codes == [400, 401, 401]  # no token, an unknown one, a used one: three failures
+    refused = get(client, "guess")
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    token = mint(app, "db.sql.gz")
+    assert client.head(URL + token).status_code == 200
+    assert client.get(URL + token, headers={"Accept": "text/html"}).status_code == 200
+    response = get(client, token)
+    assert response.status_code == 200 and response.data == DATA
+    assert get(client, token).status_code == 429  # used up, it is a guess like any other
+    other_address = app.test_client()
+    other_address.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert get(other_address, "guess").status_code == 401
+
+
 def test_ranges_short_of_the_end_cannot_fetch_a_file_again_and_again(app, client):
     """Partial ranges never use a link, so they draw on a byte budget: two copies for one use.
     A request that would cross the budget is refused before it starts."""
