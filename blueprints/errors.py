@@ -21,7 +21,7 @@ from core.tokens import TokenBusy, TokenUnavailable
 from db import cannot_write
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import ProfileError, ProfileMissing
-from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, UnsafePath
+from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, Unreadable, UnsafePath
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ STATUS_FOR = {
     InvalidLinkRequest: 400,
     AccountError: 400,
     ProfileError: 400,
+    Unreadable: 403,  # one file or folder the server may not read; the storage itself answers
     UnknownStorage: 404,
     FileMissing: 404,
     LinkNotFound: 404,

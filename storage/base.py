@@ -12,6 +12,11 @@ class StorageError(Exception):
     """The storage could not be read (permissions, I/O, network)."""
 
 
+class Unreadable(StorageError):
+    """A file or folder inside the storage that the server may not read: that path's answer, not
+    an outage (still a StorageError, so that code skipping unreadable files skips these too)."""
+
+
 class UnsafePath(ValueError):
     """A path that tries to leave the storage root or is not a plain relative path."""
 

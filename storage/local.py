@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,14 +15,70 @@ from storage.base import (
     FileMissing,
     NotAFile,
     StorageError,
+    Unreadable,
     UnsafePath,
     clean_relative_path,
     sorted_entries,
 )
+from storage.beneath import open_beneath
+
+# What an OS error met below the root says about the path asked for: an answer for that request,
+# not an outage. Any other error (EIO, EMFILE...) is a StorageError.
+REFUSALS = {
+    errno.ENOENT: (FileMissing, "No such {what}: {path}"),
+    errno.ENOTDIR: (FileMissing, "No such {what}: {path}"),  # a file where the path needs a folder
+    errno.EISDIR: (NotAFile, "Not a {what}: {path}"),
+    errno.ENXIO: (NotAFile, "Not a {what}: {path}"),  # a socket
+    errno.EXDEV: (UnsafePath, "The path leads outside the storage."),
+    errno.ELOOP: (UnsafePath, "The path leads through too many symbolic links."),
+    errno.ENAMETOOLONG: (UnsafePath, "The path, or a name in it, is too long."),
+    errno.EACCES: (Unreadable, "The server is not allowed to read {path}."),
+    errno.EPERM: (Unreadable, "The server is not allowed to read {path}."),
+}
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY  # a FIFO planted in the folder cannot hang us
+
+
+def refusal(exc: OSError, path: str, what: str = "file") -> Exception:
+    """The storage exception for `exc`, met while opening `path` (a file or folder) below the root."""
+    kind, message = REFUSALS.get(exc.errno, (StorageError, "Cannot read {path}: {reason}."))
+    return kind(message.format(what=what, path=path or "/", reason=exc.strerror))
+
+
+@contextmanager
+def refusing(path: str, what: str = "file") -> Iterator[None]:
+    """OS errors inside the block become the storage exception they mean for `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise refusal(exc, path, what) from exc
+
+
+def child_path(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def require_file(fd: int, path: str) -> None:
+    """NotAFile unless the opened descriptor is a regular file, which is then made blocking again."""
+    with refusing(path):
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    if not regular:
+        raise NotAFile(f"Not a file: {path}")
+    os.set_blocking(fd, True)
+
+
+def entry_of(path: str, info: os.stat_result) -> Entry:
+    """An Entry from a stat of the very object that was opened, never from a second lookup."""
+    name = path.rsplit("/", 1)[-1]
+    version = f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+    return Entry(name, path, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version)
 
 
 class LocalStorage:
-    """Files below one root folder; symlinks are followed only while they stay inside it."""
+    """Files below one root folder; symlinks are followed only while they stay inside it.
+
+    Every path is resolved beneath a descriptor of the root, in one step (storage/beneath.py),
+    so a folder swapped for a symlink mid-request cannot lead out of it.
+    """
 
     redirects = False  # local files always go out through the server, with sendfile
     cheap_reads = True
@@ -28,71 +86,90 @@ class LocalStorage:
     def __init__(self, root: str):
         self.root = Path(root)
 
-    def check(self) -> str:
-        """A sentence saying the folder is readable, or a StorageError saying why not."""
-        _, real = self._resolve("", allow_root=True)
-        if not real.is_dir() or not os.access(real, os.R_OK | os.X_OK):
-            raise StorageError(f"{real} is not a readable folder.")
-        return f"Folder {real} is readable."
-
-    def _resolve(self, path: str, allow_root: bool = False) -> tuple[str, Path]:
-        relative = clean_relative_path(path, allow_root=allow_root)
+    @contextmanager
+    def _root(self) -> Iterator[int]:
+        """The root folder, opened afresh (it may be a symlink the admin chose: only what lies below
+        it is confined). Missing or unreadable, the storage is down: StorageError."""
         try:
-            root = self.root.resolve(strict=True)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise StorageError(f"The storage folder is not available: {exc.strerror}.") from exc
-        real = (root / relative).resolve()
-        if not real.is_relative_to(root):
-            raise UnsafePath("The path leads outside the storage.")
-        return relative, real
-
-    def _entry(self, relative: str, real: Path) -> Entry:
         try:
-            info = real.stat()
-        except FileNotFoundError as exc:
-            raise FileMissing(f"No such file: {relative}") from exc
-        except OSError as exc:
-            raise StorageError(f"Cannot read {relative}: {exc.strerror}.") from exc
-        name = relative.rsplit("/", 1)[-1]
-        version = f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
-        return Entry(name, relative, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def check(self) -> str:
+        """A sentence saying the folder is readable, or a StorageError saying why not."""
+        real = self.root.resolve()
+        with self._root() as root_fd:
+            if not os.access(".", os.R_OK | os.X_OK, dir_fd=root_fd):
+                raise StorageError(f"{real} is not a readable folder.")
+        return f"Folder {real} is readable."
+
+    def _stat_below(self, root_fd: int, path: str) -> os.stat_result:
+        """What `path` resolves to beneath the root (symlinks followed), without opening it for reading."""
+        with refusing(path):
+            fd = open_beneath(root_fd, path, os.O_PATH)
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
+
+    def _open_folder(self, root_fd: int, path: str) -> int:
+        """A descriptor to list the folder `path` with; NotAFile when it is something else."""
+        with refusing(path, "folder"):
+            fd = open_beneath(root_fd, path, os.O_PATH)
+            try:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    raise NotAFile(f"Not a folder: {path}")
+                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            finally:
+                os.close(fd)
+
+    def _child(self, root_fd: int, child: os.DirEntry, path: str) -> Entry | None:
+        """One listed name; a symlink is resolved beneath the root, and hidden when it leads out
+        of it, nowhere, or where the server may not look."""
+        try:
+            with refusing(path):
+                info = child.stat(follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                info = self._stat_below(root_fd, path)
+        except (UnsafePath, FileMissing, Unreadable):
+            return None
+        return entry_of(path, info)
+
+    def _list_below(self, root_fd: int, folder: str) -> list[Entry | None]:
+        """Each name is looked at relative to the folder's own descriptor, never by a path again."""
+        folder_fd = self._open_folder(root_fd, folder)
+        try:
+            with refusing(folder, "folder"), os.scandir(folder_fd) as children:
+                return [self._child(root_fd, child, child_path(folder, child.name)) for child in children]
+        finally:
+            os.close(folder_fd)
 
     def list(self, folder: str = "") -> list[Entry]:
-        relative, real = self._resolve(folder, allow_root=True)
-        try:
-            names = os.listdir(real)
-        except FileNotFoundError as exc:
-            raise FileMissing(f"No such folder: {relative or '/'}") from exc
-        except NotADirectoryError as exc:
-            raise NotAFile(f"Not a folder: {relative}") from exc
-        except OSError as exc:
-            raise StorageError(f"Cannot list {relative or '/'}: {exc.strerror}.") from exc
-        entries = []
-        for name in names:
-            child = f"{relative}/{name}" if relative else name
-            try:
-                entries.append(self._entry(child, self._resolve(child)[1]))
-            except (UnsafePath, FileMissing):
-                continue  # links out of the root and dangling links are not shown
-        return sorted_entries(entries)
+        relative = clean_relative_path(folder, allow_root=True)
+        with self._root() as root_fd:
+            found = self._list_below(root_fd, relative)
+        return sorted_entries([entry for entry in found if entry is not None])
 
     def stat(self, path: str) -> Entry:
-        relative, real = self._resolve(path)
-        entry = self._entry(relative, real)
-        if entry.is_dir or not real.is_file():
+        relative = clean_relative_path(path)
+        with self._root() as root_fd:
+            info = self._stat_below(root_fd, relative)
+        if not stat.S_ISREG(info.st_mode):
             raise NotAFile(f"Not a file: {relative}")
-        return entry
+        return entry_of(relative, info)
 
     def open(self, path: str, size: int | None = None) -> BinaryIO:
         """`size` is for adapters that would otherwise ask for it again; a local open needs none."""
-        relative, real = self._resolve(path)
+        relative = clean_relative_path(path)
+        with self._root() as root_fd, refusing(relative):
+            fd = open_beneath(root_fd, relative, READ_FLAGS)
         try:
-            # O_NOFOLLOW: the resolved path must not have become a symlink since we checked it.
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise FileMissing(f"No such file: {relative}") from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafePath("The path leads outside the storage.") from exc
-            raise StorageError(f"Cannot open {relative}: {exc.strerror}.") from exc
+            require_file(fd, relative)
+        except BaseException:
+            os.close(fd)
+            raise
         return open(fd, "rb", buffering=0)

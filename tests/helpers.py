@@ -1,17 +1,20 @@
 """Helpers for the tests that drive real servers: files, curl and wget, clients of the tests' own
-that read at their own pace or keep their connection, and the worker process that serves a given
-connection."""
+that read at their own pace or keep their connection, the worker process that serves a given
+connection, and a process that swaps two names in the storage for the symlink races."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -245,3 +248,54 @@ def connection_per_worker(server, count: int = 2, probe: str = "/login") -> Iter
                 break
         assert len(held) == len(workers), f"only workers {sorted(held)} of {workers} took connections"
         yield list(held.values())
+
+
+HAS_RENAMEAT2 = hasattr(ctypes.CDLL(None), "renameat2")  # glibc 2.28 and later
+# Exchanges two names (renameat2 RENAME_EXCHANGE: each always exists, as one or the other) until
+# told to stop, or until the test that started it has gone.
+SWAP_LOOP = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+first, second, parent = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2]), int(sys.argv[3])
+swaps = 0
+while swaps % 4096 or os.getppid() == parent:
+    if libc.renameat2(-100, first, -100, second, 2) != 0:
+        sys.exit("renameat2: " + os.strerror(ctypes.get_errno()))
+    swaps += 1
+    if swaps == 1:
+        print("swapping", flush=True)
+"""
+
+
+class Swapper:
+    """Exchanges two names over and over for as long as the `with` block lasts, in a process of
+    its own: a thread would take turns with the test's on the GIL, and could fall in step with it."""
+
+    def __init__(self, first: Path, second: Path):
+        self.command = [sys.executable, "-c", SWAP_LOOP, str(first), str(second), str(os.getpid())]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Swapper:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline() == "swapping\n", "the swapper did not start"
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.process.terminate()
+        self.process.wait()
+        self.process.stdout.close()
+        assert self.process.returncode == -signal.SIGTERM, "the swapper stopped before the test did"
+
+
+def tally_until_seen(attempt: Callable[[], Hashable], wanted: set, least: int, most: int) -> dict:
+    """How often `attempt()` gave each outcome: at least `least` tries, and on until every wanted
+    outcome has come up, so a race is known to have been run both ways (a loaded machine may
+    leave the swapper without a core for a while); `most` only bounds a broken test."""
+    tally: dict = {}
+    for tries in range(most):
+        if tries >= least and wanted <= tally.keys():
+            break
+        outcome = attempt()
+        tally[outcome] = tally.get(outcome, 0) + 1
+    assert wanted <= tally.keys(), f"only {tally} in {most} tries"
+    return tally

@@ -1,11 +1,25 @@
-"""The local adapter: listing, stat, open, and every way a path could try to leave the root."""
+"""The local adapter: listing, stat, open, and every way a path could try to leave the root.
+
+Everything that touches the disk runs twice: with openat2(RESOLVE_BENEATH) and with the walk
+that stands in for it on kernels without it.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import tempfile
+
 import pytest
 
-from storage.base import FileMissing, NotAFile, StorageError, UnsafePath, clean_relative_path
-from storage.local import LocalStorage
+from storage import beneath
+from storage.base import FileMissing, NotAFile, StorageError, Unreadable, UnsafePath, clean_relative_path
+from storage.local import LocalStorage, refusal
+from tests.conftest import mint
+from tests.helpers import HAS_RENAMEAT2, Swapper, tally_until_seen
+
+NOBODY = 65534
 
 HOSTILE_PATHS = [
     "..",
@@ -39,8 +53,30 @@ HOSTILE_PATHS = [
 ]
 
 
-@pytest.fixture
-def root(tmp_path):
+def openat2_works() -> bool:
+    slash = os.open("/", os.O_PATH)
+    try:
+        os.close(beneath.openat2(slash, ".", os.O_PATH, beneath.RESOLVE_BENEATH))
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            return False
+        raise
+    finally:
+        os.close(slash)
+    return True
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolution(request, monkeypatch):
+    """How paths are resolved beneath the root: the kernel's openat2, or the walk that replaces it."""
+    if request.param == "openat2" and not openat2_works():
+        pytest.skip("this kernel has no openat2")
+    monkeypatch.setattr(beneath, "use_openat2", request.param == "openat2")
+    return request.param
+
+
+def make_tree(tmp_path):
+    """A root with files, folders and symlinks in and out, and a secret beside it."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("do not serve")
@@ -54,6 +90,16 @@ def root(tmp_path):
     (root / "folder" / "escape-link").symlink_to("../../outside/secret.txt")
     (root / "inside-link").symlink_to("folder/a.tar")
     return root
+
+
+@pytest.fixture
+def root(tmp_path, resolution):
+    return make_tree(tmp_path)
+
+
+def read(storage: LocalStorage, path: str) -> bytes:
+    with storage.open(path) as f:
+        return f.read()
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
@@ -123,3 +169,302 @@ def test_missing_and_folder_and_unavailable_root(root, tmp_path):
         storage.open("nope.tar")
     with pytest.raises(StorageError):
         LocalStorage(str(tmp_path / "gone")).stat("db.sql.gz")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "words"),
+    [
+        (errno.ENOENT, FileMissing, "No such file: a/b.tar"),
+        (errno.ENOTDIR, FileMissing, "No such file: a/b.tar"),
+        (errno.EISDIR, NotAFile, "Not a file: a/b.tar"),
+        (errno.ENXIO, NotAFile, "Not a file: a/b.tar"),
+        (errno.EXDEV, UnsafePath, "leads outside the storage"),
+        (errno.ELOOP, UnsafePath, "too many symbolic links"),
+        (errno.ENAMETOOLONG, UnsafePath, "too long"),
+        (errno.EACCES, Unreadable, "not allowed to read a/b.tar"),
+        (errno.EPERM, Unreadable, "not allowed to read a/b.tar"),
+        (errno.EIO, StorageError, "Cannot read a/b.tar: Input/output error."),
+        (errno.EMFILE, StorageError, "Cannot read a/b.tar"),
+    ],
+)
+def test_each_os_error_of_a_path_has_its_own_answer(code, kind, words):
+    exception = refusal(OSError(code, os.strerror(code)), "a/b.tar")
+    assert type(exception) is kind and words in str(exception)
+
+
+@pytest.fixture
+def odd_root(root, tmp_path):
+    """The root, plus what only a hostile or careless writer of the folder would put there."""
+    (root / "up").symlink_to("..")
+    (root / "absolute-inside-link").symlink_to(root / "folder" / "a.tar")
+    (root / "loop").symlink_to("loop")
+    (root / "ping").symlink_to("pong")
+    (root / "pong").symlink_to("ping/x")
+    (root / "dangling").symlink_to("nothing-here")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "words"),
+    [
+        ("nope.tar", FileMissing, "No such file"),  # ENOENT
+        ("folder/nope/a.tar", FileMissing, "No such file"),
+        ("db.sql.gz/a.tar", FileMissing, "No such file"),  # ENOTDIR
+        ("dangling", FileMissing, "No such file"),
+        ("folder", NotAFile, "Not a file"),
+        ("folder/deeper", NotAFile, "Not a file"),
+        ("fifo", NotAFile, "Not a file"),  # and opening it must not hang
+        ("escape-dir-link/secret.txt", UnsafePath, "outside"),  # EXDEV: an absolute link out
+        ("folder/escape-link", UnsafePath, "outside"),  # EXDEV: `..` past the root
+        ("up/outside/secret.txt", UnsafePath, "outside"),
+        ("up/root/db.sql.gz", UnsafePath, "outside"),  # out and back in is still out
+        ("absolute-inside-link", UnsafePath, "outside"),  # absolute links are refused, as by openat2
+        ("loop", UnsafePath, "too many symbolic links"),  # ELOOP
+        ("ping", UnsafePath, "too many symbolic links"),
+        ("x" * 300, UnsafePath, "too long"),  # ENAMETOOLONG: one name longer than 255 bytes
+        ("/".join(["€€€"] * 1000), UnsafePath, "too long"),  # under 4096 characters, over 4096 bytes
+    ],
+)
+def test_paths_that_cannot_be_served_get_a_clear_refusal(odd_root, path, kind, words):
+    storage = LocalStorage(str(odd_root))
+    for method in (storage.stat, storage.open):
+        with pytest.raises(kind, match=words):
+            method(path)
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "path", "content"),
+    [
+        ("file-link", "folder/a.tar", "file-link", b"x" * 10),
+        ("folder-link", "folder", "folder-link/deeper/b.tar", b"y"),
+        ("folder/deeper/up-link", "../a.tar", "folder/deeper/up-link", b"x" * 10),
+        ("folder/deeper/root-link", "../..", "folder/deeper/root-link/db.sql.gz", b"dump"),
+        ("folder/via-dots", "deeper/../../db.sql.gz", "folder/via-dots", b"dump"),
+        ("folder/link-to-link", "../inside-link", "folder/link-to-link", b"x" * 10),
+    ],
+)
+def test_symlinks_that_stay_inside_are_followed(root, link, target, path, content):
+    (root / link).symlink_to(target)
+    storage = LocalStorage(str(root))
+    assert storage.stat(path).size == len(content)
+    with storage.open(path) as f:
+        assert f.read() == content
+
+
+@pytest.mark.parametrize(("links", "served"), [(40, True), (41, False)])
+def test_forty_links_in_a_row_are_followed_and_no_more(root, links, served):
+    (root / "link0").symlink_to("db.sql.gz")
+    for number in range(1, links):
+        (root / f"link{number}").symlink_to(f"link{number - 1}")
+    storage = LocalStorage(str(root))
+    if served:
+        assert read(storage, f"link{links - 1}") == b"dump"
+    else:
+        with pytest.raises(UnsafePath, match="too many symbolic links"):
+            storage.open(f"link{links - 1}")
+
+
+def test_list_resolves_links_beneath_the_root_and_hides_the_rest(odd_root):
+    (odd_root / "folder-link").symlink_to("folder")
+    entries = LocalStorage(str(odd_root)).list("")
+    assert [(e.name, e.is_dir) for e in entries] == [
+        ("folder", True),
+        ("folder-link", True),
+        ("db.sql.gz", False),
+        ("fifo", False),
+        ("inside-link", False),
+    ]
+    assert [e.path for e in LocalStorage(str(odd_root)).list("folder-link")] == [
+        "folder-link/deeper",
+        "folder-link/a.tar",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folder", "kind"),
+    [
+        ("nope", FileMissing),
+        ("db.sql.gz", NotAFile),
+        ("escape-dir-link", UnsafePath),
+        ("x" * 300, UnsafePath),
+    ],
+)
+def test_list_refuses_what_is_not_a_folder_inside(root, folder, kind):
+    with pytest.raises(kind):
+        LocalStorage(str(root)).list(folder)
+
+
+def test_size_and_version_come_from_the_file_that_was_opened(root):
+    entry = LocalStorage(str(root)).stat("inside-link")
+    info = os.stat(root / "folder" / "a.tar")
+    assert entry.version == f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+    assert (entry.size, entry.mtime, entry.name) == (10, info.st_mtime, "inside-link")
+
+
+def test_the_root_may_itself_be_a_symlink(root, tmp_path):
+    (tmp_path / "configured").symlink_to(root)
+    storage = LocalStorage(str(tmp_path / "configured"))
+    assert read(storage, "folder/a.tar") == b"x" * 10
+    assert "is readable" in storage.check()
+
+
+@pytest.mark.parametrize("broken", ["missing", "a file"])
+def test_a_root_that_is_not_a_folder_is_a_storage_error(tmp_path, resolution, broken):
+    if broken == "a file":
+        (tmp_path / "root").write_bytes(b"")
+    storage = LocalStorage(str(tmp_path / "root"))
+    for action in (storage.check, lambda: storage.list(""), lambda: storage.open("a.tar")):
+        with pytest.raises(StorageError, match="not available") as caught:
+            action()
+        assert type(caught.value) is StorageError
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EPERM])  # no openat2; a seccomp filter older than it
+def test_the_walk_takes_over_where_openat2_cannot_be_used(tmp_path, monkeypatch, code):
+    def no_openat2(*args):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(beneath, "use_openat2", None)
+    monkeypatch.setattr(beneath, "openat2", no_openat2)
+    storage = LocalStorage(str(make_tree(tmp_path)))
+    assert read(storage, "inside-link") == b"x" * 10
+    assert beneath.use_openat2 is False
+    with pytest.raises(UnsafePath):
+        storage.open("folder/escape-link")
+
+
+def test_a_path_openat2_will_not_vouch_for_is_decided_by_the_walk(tmp_path, monkeypatch):
+    calls = []
+
+    def raced_openat2(*args):  # EAGAIN: a rename raced a `..` during the kernel's resolution
+        calls.append(args)
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(beneath, "use_openat2", True)
+    monkeypatch.setattr(beneath, "openat2", raced_openat2)
+    storage = LocalStorage(str(make_tree(tmp_path)))
+    assert read(storage, "inside-link") == b"x" * 10 and calls
+    with pytest.raises(UnsafePath):
+        storage.open("folder/escape-link")
+    assert beneath.use_openat2 is True
+
+
+@pytest.fixture
+def shared_root(resolution):
+    """A root that another user can reach: tmp_path sits in a folder only root may enter."""
+    base = tempfile.mkdtemp()
+    os.chmod(base, 0o755)  # noqa: S103 - the point: another user must be able to enter
+    root = os.path.join(base, "root")
+    os.makedirs(os.path.join(root, "locked"))
+    for name in ("private.bin", "public.bin", "locked/inside.bin"):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(b"secret")
+    os.chmod(os.path.join(root, "public.bin"), 0o644)
+    os.chmod(os.path.join(root, "private.bin"), 0o600)
+    os.chmod(os.path.join(root, "locked"), 0o700)
+    os.symlink("locked/inside.bin", os.path.join(root, "locked-link"))
+    yield root
+    shutil.rmtree(base)
+
+
+def outcome_as_nobody(action) -> str:
+    """The name of the exception `action()` raises in a child that has given up root, or "ok".
+    (Root may read anything, so a real EACCES needs another user.)"""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(reader)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            try:
+                action()
+                outcome = "ok"
+            except Exception as exc:
+                outcome = type(exc).__name__
+            os.write(writer, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        outcome = pipe.read()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+@pytest.mark.parametrize(
+    ("action", "outcome"),
+    [
+        (lambda storage: read(storage, "public.bin"), "ok"),
+        (lambda storage: read(storage, "private.bin"), "Unreadable"),  # EACCES on the file
+        (lambda storage: storage.stat("private.bin"), "ok"),  # its size needs no read permission
+        (lambda storage: storage.stat("locked/inside.bin"), "Unreadable"),  # EACCES on a folder
+        (lambda storage: read(storage, "locked-link"), "Unreadable"),
+        (lambda storage: storage.list("locked"), "Unreadable"),
+        (lambda storage: [e.name for e in storage.list("")], "ok"),  # locked-link is hidden, not an error
+    ],
+)
+def test_what_the_server_may_not_read_is_refused_not_an_outage(shared_root, action, outcome):
+    assert outcome_as_nobody(lambda: action(LocalStorage(shared_root))) == outcome
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_an_unreadable_root_is_an_outage(shared_root):
+    os.chmod(shared_root, 0o700)
+    assert outcome_as_nobody(lambda: LocalStorage(shared_root).list("")) == "StorageError"
+
+
+SECRET = b"outside the storage: never served"
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative"])
+def test_a_folder_replaced_by_a_symlink_after_minting_serves_nothing_from_outside(
+    app, client, auth, backups, tmp_path, resolution, target
+):
+    (backups / "nightly").mkdir(parents=True)
+    (backups / "nightly" / "db.sql.gz").write_bytes(b"inside")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "db.sql.gz").write_bytes(SECRET)
+    token = mint(app, "nightly/db.sql.gz", uses=5)
+    shutil.rmtree(backups / "nightly")
+    (backups / "nightly").symlink_to(tmp_path / "outside" if target == "absolute" else "../outside")
+    auth.login("operator")
+    for url in (f"/api/storage/public-download?token={token}", "/browse/local/file?path=nightly/db.sql.gz"):
+        response = client.get(url, buffered=True)
+        assert response.status_code == 400 and SECRET not in response.data
+
+
+def test_a_file_the_server_may_not_read_is_403_not_500(app, client, auth, backups, monkeypatch):
+    (backups / "db.sql.gz").write_bytes(b"dump")
+    token = mint(app, "db.sql.gz")
+
+    def denied(root_fd, path, flags):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr("storage.local.open_beneath", denied)
+    auth.login("operator")
+    for url in (f"/api/storage/public-download?token={token}", "/browse/local/file?path=db.sql.gz"):
+        response = client.get(url, buffered=True)
+        assert response.status_code == 403 and b"not allowed to read db.sql.gz" in response.data
+
+
+@pytest.mark.skipif(not HAS_RENAMEAT2, reason="the C library has no renameat2")
+def test_a_folder_swapped_with_a_symlink_out_in_a_loop_never_leads_out(root):
+    (root / "rdir").mkdir()
+    (root / "rdir" / "secret.txt").write_bytes(b"inside")
+    (root / "rdir_alt").symlink_to("../outside")  # where a secret.txt of another size lies
+    storage = LocalStorage(str(root))
+
+    def attempt() -> str:
+        try:
+            assert read(storage, "rdir/secret.txt") == b"inside"
+            assert [(e.name, e.size) for e in storage.list("rdir")] == [("secret.txt", 6)]
+        except (UnsafePath, FileMissing) as exc:
+            return type(exc).__name__
+        return "served"
+
+    with Swapper(root / "rdir", root / "rdir_alt"):
+        tally_until_seen(attempt, {"served", "UnsafePath"}, least=1000, most=50_000)
