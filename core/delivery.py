@@ -98,8 +98,7 @@ def open_delivery(
     Raises FormatError for a damaged header and ProfileMissing when no profile holds its key.
     """
     storage = load_storage(db, storage_id, keyring)
-    entry = storage.stat(path)
-    source = storage.open(entry.path, entry.size)
+    entry, source = storage.open_file(path)
     try:
         layout = layout_of(source, entry.size) if decrypt else None
         key = keyring.key_for(db, layout.header.key_id) if layout else None

@@ -9,7 +9,7 @@ from sqlite_utils import Database
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
 from encryption.keys import Keyring, profile_names
 from storage import load_storage
-from storage.base import Entry, FileMissing, Storage, StorageError, UnsafePath
+from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def _encryption_of(storage: Storage, entry: Entry, names: dict[str, str]) -> tup
     try:
         with storage.open(entry.path, entry.size) as source:
             header = parse_header(source.read(HEADER_SIZE))
-    except (NotEncrypted, StorageError, FileMissing, UnsafePath, OSError):
+    except (NotEncrypted, StorageError, FileMissing, NotAFile, UnsafePath, OSError):
         return False, None
     except FormatError:
         return True, None

@@ -61,6 +61,9 @@ class Storage(Protocol):
     def stat(self, path: str) -> Entry:
         """One regular file."""
 
+    def open_file(self, path: str) -> tuple[Entry, BinaryIO]:
+        """One regular file opened, with the entry of exactly what was opened."""
+
     def open(self, path: str, size: int | None = None) -> BinaryIO:
         """The file for reading, unbuffered, with a real file descriptor where there is one.
 

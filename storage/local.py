@@ -162,6 +162,15 @@ class LocalStorage:
             raise NotAFile(f"Not a file: {relative}")
         return entry_of(relative, info)
 
+    def open_file(self, path: str) -> tuple[Entry, BinaryIO]:
+        """Open a file and describe what was opened (fstat), so size and ETag match the bytes."""
+        source = self.open(path)
+        try:
+            return entry_of(clean_relative_path(path), os.fstat(source.fileno())), source
+        except BaseException:
+            source.close()
+            raise
+
     def open(self, path: str, size: int | None = None) -> BinaryIO:
         """`size` is for adapters that would otherwise ask for it again; a local open needs none."""
         relative = clean_relative_path(path)

@@ -229,6 +229,11 @@ class S3Storage:
             raise explain(exc, self._relative(key)) from exc
         return listing.get("KeyCount", 0) > 0
 
+    def open_file(self, path: str) -> tuple[Entry, S3Object]:
+        """The object as HEAD describes it, and a reader of it."""
+        entry = self.stat(path)
+        return entry, self.open(entry.path, entry.size)
+
     def open(self, path: str, size: int | None = None) -> S3Object:
         """The object for reading; pass the size from a stat just made to save a HEAD."""
         if size is None:
