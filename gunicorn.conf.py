@@ -1,21 +1,36 @@
-"""gunicorn settings for Oncelink: gthread workers, sendfile, and logs that never show a token."""
+"""gunicorn settings for Oncelink: gevent workers, sendfile, and logs that never show a token."""
 
 import os
+import resource
 
 from gunicorn.glogging import Logger
 
 from core.redaction import RedactingFilter
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# gthread: a slow multi-GB download occupies one thread, not the worker, and the
-# worker's heartbeat comes from its main thread, so long transfers are not killed.
-worker_class = "gthread"
+# gevent: every connection is a greenlet, so a thousand slow downloads wait on their sockets
+# together while pages and the API keep answering; with gthread each download held one of a
+# handful of threads until its last byte, and the next ones (pages included) queued behind.
+# The transfers' own send loop (non-blocking sendfile, poll, sleep) is cooperative under it.
+worker_class = os.environ.get("ONCELINK_WORKER_CLASS", "gevent")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("ONCELINK_THREADS", "16"))
+threads = int(os.environ.get("ONCELINK_THREADS", "16"))  # gthread only
+worker_connections = int(os.environ.get("ONCELINK_WORKER_CONNECTIONS", "2000"))  # per worker
 timeout = 60
 graceful_timeout = 30
 # sendfile is on unless disabled: gunicorn reads *any* value of its `sendfile` setting,
 # even True, as --no-sendfile, so it is deliberately not set here.
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Each download holds a socket and a file: lift the soft limit (often 1,024) toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < limit:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+raise_open_files_limit(2 * worker_connections + 256)
 accesslog = os.environ.get("ONCELINK_ACCESS_LOG", "-")
 errorlog = os.environ.get("ONCELINK_ERROR_LOG", "-")
 control_socket_disable = True  # one less thing listening; Oncelink needs no runtime control

@@ -8,11 +8,13 @@ import contextlib
 import ctypes
 import json
 import os
+import selectors
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
@@ -299,3 +301,71 @@ def tally_until_seen(attempt: Callable[[], Hashable], wanted: set, least: int, m
         tally[outcome] = tally.get(outcome, 0) + 1
     assert wanted <= tally.keys(), f"only {tally} in {most} tries"
     return tally
+
+
+class SlowCrowd:
+    """Many downloads read at a steady pace by one thread of the test's own, through a selector:
+    what a crowd of slow clients (restores over thin lines) looks like to the server."""
+
+    TICK = 0.05
+
+    def __init__(self, urls: list[str], rate: float, receive_buffer: int = 16 * 1024):
+        self.rate = rate
+        self.received = [0] * len(urls)
+        self.heads = [b""] * len(urls)
+        self.body_started = [False] * len(urls)
+        self.ended: list[str | None] = [None] * len(urls)
+        self._selector = selectors.DefaultSelector()
+        for index, url in enumerate(urls):
+            parts = urlsplit(url)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.connect((parts.hostname, parts.port))
+            sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+            sock.setblocking(False)
+            self._selector.register(sock, selectors.EVENT_READ, index)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def statuses(self) -> list[int | None]:
+        return [int(head.split()[1]) if head.count(b" ") >= 2 else None for head in self.heads]
+
+    def _read(self, sock: socket.socket, index: int, allowance: int) -> None:
+        try:
+            data = sock.recv(allowance)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            data, self.ended[index] = b"", "reset"
+        if not data:
+            self.ended[index] = self.ended[index] or "eof"
+            self._selector.unregister(sock)
+            sock.close()
+            return
+        if self.body_started[index]:
+            self.received[index] += len(data)
+            return
+        head, separator, body = (self.heads[index] + data).partition(b"\r\n\r\n")
+        self.heads[index] = head
+        if separator:
+            self.body_started[index] = True
+            self.received[index] += len(body)
+
+    def _run(self) -> None:
+        allowance = max(1, int(self.rate * self.TICK))
+        while not self._stop.is_set() and self._selector.get_map():
+            started = time.monotonic()
+            for key, _ in self._selector.select(timeout=self.TICK):
+                self._read(key.fileobj, key.data, allowance)
+            time.sleep(max(0.0, self.TICK - (time.monotonic() - started)))
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
