@@ -19,6 +19,7 @@ from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
 from s3_downloads import measure_s3
 from servers import Bench, Nginx, Oncelink
+from slow_clients import measure_crowd
 
 WORK = REPO / "bench" / "work"
 DOC = REPO / "docs" / "benchmarks.md"
@@ -30,6 +31,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_workers,
     measure_decrypted,
     measure_s3,
+    measure_crowd,
 ]
 
 

@@ -49,12 +49,12 @@ class Oncelink:
             "ONCELINK_ERROR_LOG": str(logs / "gunicorn-error.log"),
         }
 
-    def flask(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
+    def flask(self, *args: str, extra_env: dict[str, str] | None = None, stdin: str | None = None) -> str:
         """Run `flask --app app ...` from the repository and return what it printed."""
         command = [str(VENV_BIN / "flask"), "--app", "app", *args]
         env = {**self.env(), **(extra_env or {})}
         result = subprocess.run(
-            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=COMMAND_SECONDS
+            command, cwd=REPO, env=env, input=stdin, capture_output=True, text=True, timeout=COMMAND_SECONDS
         )
         if result.returncode != 0:
             raise BenchError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
@@ -114,8 +114,10 @@ daemon off;
 pid {root}/nginx.pid;
 error_log {logs}/nginx-error.log;
 
+worker_rlimit_nofile 8192;
+
 events {{
-    worker_connections 64;
+    worker_connections 4096;  # the crowd of slow clients is a thousand connections
 }}
 
 http {{
