@@ -73,12 +73,13 @@ class HeldClaim:
             raise TransferStopped("unsecured")
         self.final, self.renewed_at = True, started
 
-    def renew(self, db, lease_seconds: float) -> None:
-        started = time.monotonic()
-        if tokens.renew_claim(db, self.claim, time.time(), lease_seconds):
-            self.renewed_at = max(self.renewed_at, started)
-        elif not self.closed:
-            self.lost = tokens.lost_reason(db, self.claim)
+    def renewed(self, started: float) -> None:
+        """The claim's lease was extended by a transaction that began at `started` (monotonic)."""
+        self.renewed_at = max(self.renewed_at, started)
+
+    def lose(self, reason: str) -> None:
+        if not self.closed:
+            self.lost = reason
 
 
 class LeaseKeeper:
@@ -104,16 +105,33 @@ class LeaseKeeper:
         with self._lock:
             return [held for held in list(self._held) if not held.closed]
 
+    def _renew_all(self, db, held_claims: list[HeldClaim]) -> list[str | None]:
+        """Extend every claim in one transaction; for each, None or why it could not be."""
+        with database.write_transaction(db):
+            renewed = [
+                tokens.renew_claim(db, held.claim, time.time(), self.lease_seconds) for held in held_claims
+            ]
+            return [
+                None if ok else tokens.lost_reason(db, held.claim)
+                for held, ok in zip(held_claims, renewed, strict=True)
+            ]
+
     def renew_now(self) -> None:
         held_claims = self.open_claims()
         if not held_claims:
             return
+        started = time.monotonic()  # before any lease is extended: the fence never runs ahead
         db = database.connect(self.database_path)
         try:
-            for held in held_claims:
-                held.renew(db, self.lease_seconds)
+            outcomes = self._renew_all(db, held_claims)
         finally:
             db.close()
+        # Only once committed: a renewal that was rolled back must not move any fence.
+        for held, lost in zip(held_claims, outcomes, strict=True):
+            if lost is None:
+                held.renewed(started)
+            else:
+                held.lose(lost)
 
     def _run(self) -> None:
         while True:
