@@ -18,7 +18,7 @@ from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, Un
 PAGE_SIZE = 100  # the explorer's rows per page
 DEFAULT_LIMIT = 1000  # the files API's entries per page, unless asked otherwise
 MAX_LIMIT = 5000
-KEPT_HEADERS = 20_000
+KEPT_HEADERS = 5000  # about 1.5 MB; five pages of the files API, fifty of the explorer
 
 
 @dataclass(frozen=True)

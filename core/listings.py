@@ -69,7 +69,7 @@ def folders_first(storage: Storage, sort: Sort) -> bool:
 
 def ordering(storage: Storage, scan: FolderScan, sort: Sort) -> Ordering:
     """Sorted one key at a time, each sort stable, so no tuple per row is ever built."""
-    keys = [storage.name_key(name, is_dir) for name, is_dir in zip(scan.names, scan.folders, strict=True)]
+    keys = list(map(storage.name_key, scan.names, scan.folders))
     rows = sorted(range(len(scan)), key=keys.__getitem__)
     del keys
     if sort is not Sort.NAME:

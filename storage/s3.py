@@ -162,8 +162,9 @@ class S3Storage:
         return (name + "/" if is_dir else name).encode("utf-8", "surrogatepass")
 
     def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:
-        """One request for most pages (two when S3 stops short); StartAfter carries the position,
-        so a page costs the same wherever it lies in the folder."""
+        """One request per page of up to 999 entries (S3 answers at most 1000 keys, one of them to
+        tell whether more follow); StartAfter carries the position, so a page costs the same
+        wherever it lies in the folder."""
         relative, prefix = self._listed(folder)
         params: dict = {"PaginationConfig": {"PageSize": min(MAX_KEYS, limit + 1)}}
         if after:
@@ -179,13 +180,14 @@ class S3Storage:
         self, prefix: str, after: tuple[str, bool] | None, limit: int, params: dict
     ) -> tuple[list[Entry], bool]:
         """The folder named by StartAfter comes back as a common prefix again (its keys sort after
-        it), so anything not after `after` is dropped."""
+        it), so anything not after `after` is dropped. Whether more follow is S3's IsTruncated once
+        the page is full: no request is made only to find out."""
         skipped = self.name_key(*after) if after else b""
         found: list[Entry] = []
         for answer in self._answers(prefix, **params):
             found += [e for e in self._entries(answer, prefix) if self.name_key(e.name, e.is_dir) > skipped]
-            if len(found) > limit:
-                return found[:limit], True
+            if len(found) >= limit:
+                return found[:limit], len(found) > limit or answer.get("IsTruncated", False)
         return found, False
 
     def _entries(self, answer: dict, prefix: str) -> list[Entry]:

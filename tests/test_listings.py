@@ -22,7 +22,9 @@ from db import connect
 from db.storages import StorageRecord, insert_storage
 from storage.base import FolderScan
 from storage.local import LocalStorage
+from storage.s3 import S3Settings, S3Storage
 from tests.conftest import add_s3
+from tests.helpers import every_entry
 
 COUNT = 10_000
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -341,3 +343,20 @@ def test_a_forged_s3_cursor_naming_no_possible_key_is_400(client, auth, big_s3):
         b'{"l": ["offsite", "big", "name", false, ""], "p": [false, 0, "\\udc80"]}'
     ).decode()
     assert files_page(client, "offsite", path="big", cursor=forged).status_code == 400
+
+
+def test_s3_pages_that_end_on_a_folder_go_on_after_it(moto):
+    """A folder named by StartAfter comes back from S3 as a common prefix again; whatever the page
+    size, each entry comes once, in S3's order ("d2-" < "d2.x" < "d2/" < "d20" by bytes)."""
+    s3 = moto.client()
+    s3.create_bucket(Bucket="page-edges")
+    keys = ["f/d2-", "f/d2.x", "f/d2/a", "f/d2/b", "f/d20", "f/d3/x", "f/k1", "f/k2", "f/", "f/z/y/x"]
+    for key in keys:
+        s3.put_object(Bucket="page-edges", Key=key, Body=b"x")
+    settings = S3Settings(
+        "page-edges", endpoint_url=moto.url, path_style=True, access_key_id="t", secret_access_key="t"
+    )
+    storage = S3Storage(settings)
+    expected = ["d2-", "d2.x", "d2", "d20", "d3", "k1", "k2", "z"]
+    for limit in (1, 2, 3, 7, 8, 9):
+        assert [entry.name for entry in every_entry(storage, "f", limit=limit)] == expected
