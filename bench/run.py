@@ -1,7 +1,7 @@
 """`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
 
 Each measurement is a function from the running `Bench` to a report `Section`; a new
-benchmark is one more function in MEASUREMENTS (as S3 storages were).
+benchmark is one more function in MEASUREMENTS (as S3 storages and listings were).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
+from listings import measure_listings
 from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
 from s3_downloads import measure_s3
@@ -32,6 +33,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_decrypted,
     measure_s3,
     measure_crowd,
+    measure_listings,
 ]
 
 

@@ -63,6 +63,9 @@ class Oncelink:
     def bootstrap(self) -> None:
         self.flask("bootstrap")
 
+    def create_user(self, name: str, role: str, password: str) -> None:
+        self.flask("users", "create", name, "--role", role, "--password-stdin", stdin=password + "\n")
+
     def create_profile(self, name: str) -> None:
         self.flask("keys", "create", name)
 
@@ -77,7 +80,7 @@ class Oncelink:
         self.flask("encrypt", "--profile", profile, str(path), str(target))
         return target
 
-    def add_s3_storage(self, storage_id: str, s3: MotoS3) -> None:
+    def add_s3_storage(self, storage_id: str, s3: MotoS3 | SeededMotoS3) -> None:
         """The bucket as a storage in proxy mode (no `--redirect`): the app carries every byte."""
         self.flask(
             "storages", "add-s3", storage_id, "--bucket", s3.bucket, "--endpoint-url", s3.url, "--path-style",
@@ -134,6 +137,11 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {backups};
+
+        location /listings/ {{
+            autoindex on;  # bench/listings.py: a folder of 100,000 files, listed whole
+            autoindex_format json;
+        }}
     }}
 }}
 """
@@ -184,6 +192,18 @@ class Nginx:
 REQUEST_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) /')
 
 
+def moto_client(url: str) -> BaseClient:
+    """A boto3 client of the bench's own, addressing the bucket as the app does: SigV4, path-style."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 @dataclass(frozen=True)
 class MotoS3:
     """moto's standalone S3 server (werkzeug, objects kept by the server process) with one bucket."""
@@ -201,15 +221,7 @@ class MotoS3:
         return self.workspace.logs / "moto.log"
 
     def client(self) -> BaseClient:
-        """A boto3 client of the bench's own, addressing the bucket as the app does: SigV4, path-style."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        return moto_client(self.url)
 
     def upload(self, path: Path) -> str:
         """The file as an object named after it (boto3's multipart upload); returns the key."""
@@ -239,6 +251,33 @@ class MotoS3:
         with child_process(command, self.log) as server:
             wait_for_port(self.port, server, self.log)
             self.client().create_bucket(Bucket=self.bucket)
+            yield server
+
+
+@dataclass(frozen=True)
+class SeededMotoS3:
+    """moto's S3 server with one bucket of `count` objects under "big/", put straight into its
+    backend by tools/seeded_moto.py (over HTTP, 100,000 objects would take minutes)."""
+
+    workspace: Workspace
+    port: int
+    bucket: str
+    count: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> BaseClient:
+        return moto_client(self.url)
+
+    @contextmanager
+    def serving(self) -> Iterator[subprocess.Popen]:
+        script = REPO / "tools" / "seeded_moto.py"
+        command = [sys.executable, str(script), str(self.port), self.bucket, "big/", str(self.count)]
+        log = self.workspace.logs / f"moto-{self.bucket}.log"
+        with child_process(command, log) as server:
+            wait_for_port(self.port, server, log)  # it listens once the objects are in
             yield server
 
 

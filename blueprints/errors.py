@@ -14,7 +14,9 @@ from blueprints.guards import api_error
 from blueprints.pages import is_htmx
 from core.accounts import AccountError
 from core.attempts import TooManyAttempts
+from core.cursors import InvalidCursor
 from core.downloads import RangeNotSatisfiable
+from core.explorer import InvalidListingRequest
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
@@ -35,6 +37,8 @@ STATUS_FOR = {
     UnsafePath: 400,
     NotAFile: 400,
     InvalidLinkRequest: 400,
+    InvalidListingRequest: 400,
+    InvalidCursor: 400,
     AccountError: 400,
     ProfileError: 400,
     Unreadable: 403,  # one file or folder the server may not read; the storage itself answers

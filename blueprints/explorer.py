@@ -32,6 +32,7 @@ from core.links import (
     issue_link,
     parse_link_request,
 )
+from core.listings import Sort
 from db import get_db
 from db.storages import list_storages
 from extensions import keyring
@@ -50,22 +51,25 @@ def folder_query(args: MultiDict) -> FolderQuery:
     sort = args.get("sort", "name")
     return FolderQuery(
         folder=args.get("path", ""),
-        sort=sort if sort in ("name", "size", "date") else "name",
+        sort=Sort(sort) if sort in set(Sort) else Sort.NAME,
         descending=args.get("order") == "desc",
         filter=args.get("q", "").strip(),
         page=args.get("page", 1, type=int) or 1,
+        after=args.get("after", ""),
     )
 
 
 def folder_url(storage_id: str, query: FolderQuery, **changes) -> str:
-    """The explorer URL for `query` with some fields changed; defaults are left out of the URL."""
-    q = dataclasses.replace(query, **changes)
+    """The explorer URL for `query` with some fields changed; defaults are left out of the URL.
+    A cursor (`after`) belongs to one page only: it is kept only when given with the changes."""
+    q = dataclasses.replace(query, **{"after": "", **changes})
     args = {
         "path": q.folder,
-        "sort": q.sort if q.sort != "name" else "",
+        "sort": q.sort if q.sort != Sort.NAME else "",
         "order": "desc" if q.descending else "",
         "q": q.filter,
         "page": q.page if q.page > 1 else "",
+        "after": q.after,
     }
     return url_for("explorer.browse", storage_id=storage_id, **{k: v for k, v in args.items() if v})
 

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
 from blueprints.links import iso
-from core.explorer import ListedEntry, list_folder
+from core.explorer import ListedEntry, list_folder, parse_listing_request
 from core.storages import (
     StorageConfigError,
     add_local_storage,
@@ -42,10 +42,14 @@ def index():
 @bp.get("/api/storage/<storage_id>/files")
 @api_permission("storage:read")
 def files(storage_id: str):
-    folder = request.args.get("path", "")
-    listed = list_folder(get_db(), storage_id, folder, keyring())
+    listing = parse_listing_request(request.args)
+    page = list_folder(get_db(), storage_id, listing, keyring())
     return jsonify(
-        success=True, storage=storage_id, path=folder, entries=[entry_json(item) for item in listed]
+        success=True,
+        storage=storage_id,
+        path=listing.folder,
+        entries=[entry_json(item) for item in page.entries],
+        next=page.next,
     )
 
 

@@ -1,15 +1,24 @@
-"""Browsing a storage: folder listings that say which files are encrypted, and with which profile."""
+"""Browsing a storage: pages of folder listings that say which files are encrypted, and with which profile."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from threading import Lock
 
 from sqlite_utils import Database
 
+from core.listings import Order, Page, Sort, page_after, page_at
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
 from encryption.keys import Keyring, profile_names
 from storage import load_storage
 from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
+
+PAGE_SIZE = 100  # the explorer's rows per page
+DEFAULT_LIMIT = 1000  # the files API's entries per page, unless asked otherwise
+MAX_LIMIT = 5000
+KEPT_HEADERS = 5000  # about 1.5 MB; five pages of the files API, fifty of the explorer
 
 
 @dataclass(frozen=True)
@@ -19,35 +28,72 @@ class ListedEntry:
     profile: str | None = None  # the profile's name, or the key id when no profile here holds it
 
 
-def _encryption_of(storage: Storage, entry: Entry, names: dict[str, str]) -> tuple[bool, str | None]:
-    """Read only the header: one small read per file; on remote storages only for `.enc` names,
-    so that listing a bucket of thousands of objects does not cost thousands of GETs."""
+class InvalidListingRequest(ValueError):
+    """A files API query that asks for something no listing can be (its message says which field)."""
+
+
+class Headers:
+    """What each file's first bytes said (encrypted or not, under which key), by the file's version:
+    paging through a folder again reads no header twice, and a rewritten file has a new version."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._kept: OrderedDict[tuple[str, str, str], tuple[bool, str | None]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[bool, str | None] | None:
+        with self._lock:
+            return self._kept.get(key)
+
+    def put(self, key: tuple[str, str, str], found: tuple[bool, str | None]) -> None:
+        with self._lock:
+            self._kept[key] = found
+            if len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+
+
+headers = Headers(KEPT_HEADERS)
+
+
+def _read_header(storage: Storage, entry: Entry) -> tuple[bool, str | None] | None:
+    """(encrypted, key id) from the file's header; None when it could not be read this time."""
+    try:
+        with storage.open(entry.path, entry.size) as source:
+            header = parse_header(source.read(HEADER_SIZE))
+    except NotEncrypted:
+        return False, None
+    except FormatError:
+        return True, None
+    except (StorageError, FileMissing, NotAFile, UnsafePath, OSError):
+        return None
+    return True, header.key_id.hex()
+
+
+def _header_of(storage: Storage, entry: Entry) -> tuple[bool, str | None]:
+    """One small read per file, once per version of it; on remote storages only for `.enc` names,
+    so that a page of a bucket does not cost a GET per object."""
     if entry.is_dir or entry.size < HEADER_SIZE:
         return False, None
     if not storage.cheap_reads and not entry.name.endswith(".enc"):
         return False, None
-    try:
-        with storage.open(entry.path, entry.size) as source:
-            header = parse_header(source.read(HEADER_SIZE))
-    except (NotEncrypted, StorageError, FileMissing, NotAFile, UnsafePath, OSError):
-        return False, None
-    except FormatError:
-        return True, None
-    return True, names.get(header.key_id.hex(), header.key_id.hex())
+    key = (storage.cache_key, entry.path, entry.version)
+    found = headers.get(key) if entry.version else None
+    if found is None:
+        found = _read_header(storage, entry)
+        if found is None:
+            return False, None
+        if entry.version:
+            headers.put(key, found)
+    return found
 
 
-def list_folder(db: Database, storage_id: str, folder: str, keyring: Keyring) -> list[ListedEntry]:
-    storage = load_storage(db, storage_id, keyring)
-    names = profile_names(db)
-    return [ListedEntry(entry, *_encryption_of(storage, entry, names)) for entry in storage.list(folder)]
-
-
-SORT_KEYS = {
-    "name": lambda item: (item.entry.name.casefold(), item.entry.name),
-    "size": lambda item: item.entry.size,
-    "date": lambda item: item.entry.mtime,
-}
-PAGE_SIZE = 100
+def listed(storage: Storage, entries: list[Entry], names: dict[str, str]) -> list[ListedEntry]:
+    """The entries shown, with their encryption: only these files are looked into."""
+    listed_entries = []
+    for entry in entries:
+        encrypted, key_id = _header_of(storage, entry)
+        listed_entries.append(ListedEntry(entry, encrypted, names.get(key_id, key_id) if key_id else None))
+    return listed_entries
 
 
 @dataclass(frozen=True)
@@ -55,53 +101,85 @@ class FolderQuery:
     """How the person wants a folder shown: sorted, filtered, and which page of it."""
 
     folder: str = ""
-    sort: str = "name"
+    sort: Sort = Sort.NAME
     descending: bool = False
     filter: str = ""
     page: int = 1
+    after: str = ""  # the cursor the page follows, where Next carries one (S3's own order)
 
 
 @dataclass(frozen=True)
 class FolderPage:
     query: FolderQuery
     entries: list[ListedEntry]
-    total: int
-    pages: int
-
-
-def _ordered(entries: list[Entry], query: FolderQuery) -> list[Entry]:
-    """Folders first, then by the chosen key; the filter is a case-insensitive substring of the name."""
-    needle = query.filter.casefold()
-    kept = [entry for entry in entries if needle in entry.name.casefold()]
-    key = SORT_KEYS.get(query.sort, SORT_KEYS["name"])
-    kept.sort(key=lambda entry: key(ListedEntry(entry)), reverse=query.descending)
-    return sorted(kept, key=lambda entry: not entry.is_dir)  # stable: keeps the order within each group
+    total: int | None  # None where counting would mean listing the whole folder (S3's own order)
+    pages: int | None
+    next: str | None  # Next's cursor where the page count is unknown
 
 
 def browse_folder(
     db: Database, storage_id: str, query: FolderQuery, keyring: Keyring, page_size: int = PAGE_SIZE
 ) -> FolderPage:
-    """One page of a folder. Only the page's files are opened for their headers, so big folders stay fast."""
+    """One page of a folder; only the page's files are opened for their headers."""
     storage = load_storage(db, storage_id, keyring)
-    ordered = _ordered(storage.list(query.folder), query)
-    pages = max(1, -(-len(ordered) // page_size))
-    page = min(max(1, query.page), pages)
-    shown = ordered[(page - 1) * page_size : page * page_size]
-    names = profile_names(db)
-    listed = [ListedEntry(entry, *_encryption_of(storage, entry, names)) for entry in shown]
+    order = Order(query.sort, query.descending, query.filter)
+    number = max(1, query.page)
+    if query.after:
+        page = page_after(storage, storage_id, query.folder, order, query.after, page_size)
+    else:
+        page = page_at(storage, storage_id, query.folder, order, (number - 1) * page_size, page_size)
+        number = page.offset // page_size + 1
+    pages = max(1, -(-page.total // page_size)) if page.total is not None else None
     return FolderPage(
-        FolderQuery(query.folder, query.sort, query.descending, query.filter, page),
-        listed,
-        len(ordered),
+        FolderQuery(query.folder, query.sort, query.descending, query.filter, number, query.after),
+        listed(storage, page.entries, profile_names(db)),
+        page.total,
         pages,
+        page.next,
     )
+
+
+@dataclass(frozen=True)
+class ListingRequest:
+    """A files API query, checked: the folder, its order, where to start, and how many entries."""
+
+    folder: str = ""
+    order: Order = Order()
+    cursor: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+def parse_listing_request(args: Mapping[str, str]) -> ListingRequest:
+    """The query string as given; any value outside what the API documents is a 400, not a guess."""
+    sort, direction = args.get("sort", "name"), args.get("order", "asc")
+    if sort not in set(Sort):
+        raise InvalidListingRequest("'sort' must be name, size or date.")
+    if direction not in ("asc", "desc"):
+        raise InvalidListingRequest("'order' must be asc or desc.")
+    limit = args.get("limit", str(DEFAULT_LIMIT))
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT):
+        raise InvalidListingRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
+    order = Order(Sort(sort), direction == "desc")
+    return ListingRequest(args.get("path", ""), order, args.get("cursor") or None, int(limit))
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    entries: list[ListedEntry]
+    next: str | None
+
+
+def list_folder(db: Database, storage_id: str, request: ListingRequest, keyring: Keyring) -> ListedPage:
+    """One page of the files API: at most `limit` entries, and the cursor of the next page."""
+    storage = load_storage(db, storage_id, keyring)
+    page: Page = page_after(storage, storage_id, request.folder, request.order, request.cursor, request.limit)
+    return ListedPage(listed(storage, page.entries, profile_names(db)), page.next)
 
 
 def describe_file(db: Database, storage_id: str, path: str, keyring: Keyring) -> ListedEntry:
     """One file with its encryption, for the link dialog (raises FileMissing, NotAFile...)."""
     storage = load_storage(db, storage_id, keyring)
-    entry = storage.stat(path)
-    return ListedEntry(entry, *_encryption_of(storage, entry, profile_names(db)))
+    return listed(storage, [storage.stat(path)], profile_names(db))[0]
 
 
 def breadcrumbs(folder: str) -> list[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -45,9 +47,31 @@ class Entry:
     version: str = ""
 
 
+@dataclass(frozen=True)
+class FolderScan:
+    """Every entry of one folder as compact columns, row i across them: what sorting and paging a
+    folder of 100,000 files need, in a few MB rather than 100,000 Entry objects."""
+
+    folder: str  # the folder's clean relative path
+    names: list[str]
+    folders: bytearray  # 1 where the row is a folder
+    sizes: array | None = None  # None when the scan did not look at each entry (names and kinds only)
+    mtimes: array | None = None
+    versions: list[str] | None = None  # the entries' versions, where the listing carries them (S3)
+    version: str | None = None  # the folder's own version, where it has one that moves on any change
+    changed_at: float = 0.0  # when that version last moved (the folder's ctime)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class Storage(Protocol):
     redirects: bool  # stored bytes may be handed out as a presigned URL instead of through us
     cheap_reads: bool  # reading a few bytes costs no request (worth sniffing every file's header)
+    # The store itself lists a folder page by page in name order (S3: key order, folders among the
+    # files), so that order needs no scan of the whole folder.
+    pages_by_name: bool
+    cache_key: str  # the same for storages that show the same files; never holds a secret
 
     def check(self) -> str:
         """A sentence saying the storage answers; StorageError saying what is wrong otherwise."""
@@ -55,8 +79,21 @@ class Storage(Protocol):
     def presigned_url(self, path: str, seconds: int, disposition: str) -> str:
         """A short-lived URL the storage itself serves (only where `redirects`)."""
 
-    def list(self, folder: str = "") -> list[Entry]:
-        """The entries of one folder, folders first, then by name."""
+    def scan(self, folder: str = "", stats: bool = False) -> FolderScan:
+        """Every entry of one folder; with `stats`, sizes and dates too (one stat per local entry)."""
+
+    def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
+        """The Entry of each row, in that order; rows gone since the scan are left out."""
+
+    def folder_version(self, folder: str) -> str | None:
+        """The folder's version now (cheap: one stat), to tell whether a scan still holds."""
+
+    def name_key(self, name: str, is_dir: bool) -> str | bytes:
+        """What name order compares: the same order for the same names, whatever the scan."""
+
+    def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:
+        """Up to `limit` entries in the store's own name order after (name, is_dir), and whether
+        more follow (only where `pages_by_name`)."""
 
     def stat(self, path: str) -> Entry:
         """One regular file."""
@@ -71,7 +108,7 @@ class Storage(Protocol):
         """
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
     """False for strings no file name can hold: lone surrogates such as JSON's "\\ud800"."""
     try:
         text.encode("utf-8")
@@ -86,7 +123,7 @@ def clean_relative_path(path: str, allow_root: bool = False) -> str:
         raise UnsafePath("The path is not a string of a sane length.")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise UnsafePath("The path contains control characters.")
-    if not path.isascii() and not _encodable(path):
+    if not path.isascii() and not encodable(path):
         raise UnsafePath("The path is not valid Unicode.")
     if "\\" in path:
         raise UnsafePath("The path contains a backslash.")
@@ -98,7 +135,3 @@ def clean_relative_path(path: str, allow_root: bool = False) -> str:
     if not parts and not allow_root:
         raise UnsafePath("The path names the storage root, not a file.")
     return "/".join(parts)
-
-
-def sorted_entries(entries: list[Entry]) -> list[Entry]:
-    return sorted(entries, key=lambda e: (not e.is_dir, e.name.casefold(), e.name))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -13,12 +14,12 @@ from typing import BinaryIO
 from storage.base import (
     Entry,
     FileMissing,
+    FolderScan,
     NotAFile,
     StorageError,
     Unreadable,
     UnsafePath,
     clean_relative_path,
-    sorted_entries,
 )
 from storage.beneath import open_beneath
 
@@ -66,11 +67,43 @@ def require_file(fd: int, path: str) -> None:
     os.set_blocking(fd, True)
 
 
+def version_of(info: os.stat_result) -> str:
+    return f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+
+
 def entry_of(path: str, info: os.stat_result) -> Entry:
     """An Entry from a stat of the very object that was opened, never from a second lookup."""
     name = path.rsplit("/", 1)[-1]
-    version = f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
-    return Entry(name, path, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version)
+    return Entry(name, path, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version_of(info))
+
+
+class Columns:
+    """A scan's columns as they fill, one row per entry shown."""
+
+    def __init__(self, stats: bool):
+        self.names: list[str] = []
+        self.folders = bytearray()
+        self.sizes = array("q") if stats else None
+        self.mtimes = array("d") if stats else None
+
+    def add(self, name: str, is_dir: bool) -> None:
+        self.names.append(name)
+        self.folders.append(is_dir)
+
+    def add_stat(self, name: str, info: os.stat_result) -> None:
+        self.names.append(name)
+        self.folders.append(stat.S_ISDIR(info.st_mode))
+        self.sizes.append(info.st_size)
+        self.mtimes.append(info.st_mtime)
+
+    def finished(self, folder: str, info: os.stat_result) -> FolderScan:
+        """The scan they make; `info` is the folder's stat from before it was read."""
+        return FolderScan(
+            folder, self.names, self.folders, self.sizes, self.mtimes, None, version_of(info), info.st_ctime
+        )
+
+
+HIDDEN = (UnsafePath, FileMissing, Unreadable)  # what hides a listed name rather than failing the listing
 
 
 class LocalStorage:
@@ -82,9 +115,11 @@ class LocalStorage:
 
     redirects = False  # local files always go out through the server, with sendfile
     cheap_reads = True
+    pages_by_name = False
 
     def __init__(self, root: str):
         self.root = Path(root)
+        self.cache_key = f"local:{root}"
 
     @contextmanager
     def _root(self) -> Iterator[int]:
@@ -127,32 +162,82 @@ class LocalStorage:
             finally:
                 os.close(fd)
 
-    def _child(self, root_fd: int, child: os.DirEntry, path: str) -> Entry | None:
-        """One listed name; a symlink is resolved beneath the root, and hidden when it leads out
-        of it, nowhere, or where the server may not look."""
+    def _linked(self, root_fd: int, path: str) -> os.stat_result | None:
+        """What a listed symlink leads to beneath the root; None (hidden) when it leads out of it,
+        nowhere, or where the server may not look."""
         try:
-            with refusing(path):
-                info = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                info = self._stat_below(root_fd, path)
-        except (UnsafePath, FileMissing, Unreadable):
+            return self._stat_below(root_fd, path)
+        except HIDDEN:
             return None
-        return entry_of(path, info)
 
-    def _list_below(self, root_fd: int, folder: str) -> list[Entry | None]:
-        """Each name is looked at relative to the folder's own descriptor, never by a path again."""
+    def _looked_at(self, root_fd: int, folder_fd: int, folder: str, name: str) -> os.stat_result | None:
+        """One name of the folder, stat'ed relative to the folder's descriptor (one fstatat), a
+        symlink resolved beneath the root; None when it has gone or is hidden."""
+        try:
+            info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        except OSError as exc:
+            error = refusal(exc, child_path(folder, name))
+            if isinstance(error, HIDDEN):
+                return None
+            raise error from exc
+        if stat.S_ISLNK(info.st_mode):
+            return self._linked(root_fd, child_path(folder, name))
+        return info
+
+    def _scan_below(self, root_fd: int, folder_fd: int, folder: str, stats: bool) -> Columns:
+        """Without `stats`, a name's kind comes from the directory itself (d_type): only symlinks
+        cost a lookup, so the names and kinds of 100,000 entries take one pass of getdents."""
+        columns = Columns(stats)
+        with refusing(folder, "folder"), os.scandir(folder_fd) as children:
+            for child in children:
+                if not stats and not child.is_symlink():
+                    columns.add(child.name, child.is_dir(follow_symlinks=False))
+                    continue
+                info = self._looked_at(root_fd, folder_fd, folder, child.name)
+                if info is None:
+                    continue
+                if stats:
+                    columns.add_stat(child.name, info)
+                else:
+                    columns.add(child.name, stat.S_ISDIR(info.st_mode))
+        return columns
+
+    @contextmanager
+    def _folder(self, root_fd: int, folder: str) -> Iterator[int]:
         folder_fd = self._open_folder(root_fd, folder)
         try:
-            with refusing(folder, "folder"), os.scandir(folder_fd) as children:
-                return [self._child(root_fd, child, child_path(folder, child.name)) for child in children]
+            yield folder_fd
         finally:
             os.close(folder_fd)
 
-    def list(self, folder: str = "") -> list[Entry]:
+    def scan(self, folder: str = "", stats: bool = False) -> FolderScan:
+        relative = clean_relative_path(folder, allow_root=True)
+        with self._root() as root_fd, self._folder(root_fd, relative) as folder_fd:
+            info = os.fstat(folder_fd)  # before reading: a change while it is read moves the version
+            columns = self._scan_below(root_fd, folder_fd, relative, stats)
+        return columns.finished(relative, info)
+
+    def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
+        """Each row looked at afresh (a fstatat each): a page shows sizes and dates as they are now."""
+        with self._root() as root_fd, self._folder(root_fd, scan.folder) as folder_fd:
+            entries = []
+            for row in rows:
+                name = scan.names[row]
+                info = self._looked_at(root_fd, folder_fd, scan.folder, name)
+                if info is not None:
+                    entries.append(entry_of(child_path(scan.folder, name), info))
+            return entries
+
+    def folder_version(self, folder: str) -> str:
         relative = clean_relative_path(folder, allow_root=True)
         with self._root() as root_fd:
-            found = self._list_below(root_fd, relative)
-        return sorted_entries([entry for entry in found if entry is not None])
+            info = self._stat_below(root_fd, relative)
+        return version_of(info)
+
+    @staticmethod
+    def name_key(name: str, is_dir: bool) -> str:
+        """Case-insensitive, then exact: "a.txt" and "A.txt" keep one order whatever the scan."""
+        return f"{name.casefold()}\0{name}"
 
     def stat(self, path: str) -> Entry:
         relative = clean_relative_path(path)

@@ -8,16 +8,28 @@ ranged GETs, a bounded block at a time.
 from __future__ import annotations
 
 import functools
-import io
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from storage.base import Entry, FileMissing, NotAFile, StorageError, clean_relative_path, sorted_entries
+from storage.base import (
+    Entry,
+    FileMissing,
+    FolderScan,
+    NotAFile,
+    StorageError,
+    UnsafePath,
+    clean_relative_path,
+    encodable,
+)
+from storage.s3_object import S3Object
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+MAX_KEYS = 1000  # the most one ListObjectsV2 answer holds
 CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AuthFailure"}
 
 
@@ -53,90 +65,6 @@ def explain(error: Exception, what: str) -> Exception:
     return StorageError(f"S3 failed for {what}: {error}")
 
 
-class S3Object(io.RawIOBase):
-    """One object as a seekable, read-only file, reading with as few GETs as the access pattern allows.
-
-    Sequential reads share one open-ended ranged GET. The last bytes read stay at hand, so a reader
-    that looks at the header and seeks back to the start (the encryption check before a plain
-    download) does not open a second stream; and a read that runs to the end of the object (the
-    final chunk, verified before a decrypted download starts) is one bounded GET of its own that
-    leaves the main stream where it was.
-    """
-
-    KEEP = 64 * 1024
-
-    def __init__(self, storage: S3Storage, key: str, size: int):
-        super().__init__()
-        self._storage, self._key, self._size = storage, key, size
-        self._position = 0
-        self._stream = None
-        self._stream_position = 0
-        self._kept, self._kept_at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._position
-        size = min(size, self._size - self._position)
-        if size <= 0:
-            return b""
-        data = self._from_kept(size)
-        if len(data) < size:
-            data += self._fetch(self._position + len(data), size - len(data))
-        self._position += len(data)
-        return data
-
-    def _from_kept(self, size: int) -> bytes:
-        offset = self._position - self._kept_at
-        return self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
-
-    def _fetch(self, position: int, size: int) -> bytes:
-        if position + size >= self._size and self._stream is not None and position != self._stream_position:
-            return self._guarded(lambda: self._storage.get_range(self._key, position, self._size))
-        if self._stream is None or position != self._stream_position:
-            self._drop_stream()
-            self._stream = self._storage.get_stream(self._key, position)
-            self._stream_position = position
-        data = self._guarded(lambda: self._stream.read(size))
-        self._stream_position += len(data)
-        if len(data) <= self.KEEP:
-            self._kept, self._kept_at = data, position
-        return data
-
-    def _guarded(self, read) -> bytes:
-        try:
-            return read()
-        except (BotoCoreError, OSError) as exc:
-            raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _drop_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    def close(self) -> None:
-        self._drop_stream()
-        super().close()
-
-
 @functools.lru_cache(maxsize=64)
 def s3_client(settings: S3Settings):
     """One boto3 client per storage settings and process: building one costs tens of milliseconds,
@@ -159,11 +87,16 @@ def s3_client(settings: S3Settings):
 
 class S3Storage:
     cheap_reads = False  # every read is a request
+    pages_by_name = True
 
     def __init__(self, settings: S3Settings):
         self.settings = settings
         self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
         self.client = s3_client(settings)
+        self.cache_key = (
+            f"s3:{settings.endpoint_url or ''}:{settings.region or ''}:{settings.bucket}:{self.prefix}"
+            f":{settings.access_key_id or ''}"
+        )
 
     @property
     def redirects(self) -> bool:
@@ -174,22 +107,94 @@ class S3Storage:
         relative = clean_relative_path(path, allow_root=allow_root)
         return relative, self.prefix + relative
 
-    def list(self, folder: str = "") -> list[Entry]:
+    def _listed(self, folder: str) -> tuple[str, str]:
+        """The folder's clean path, and the key prefix its entries share."""
         relative, key = self._key(folder, allow_root=True)
-        prefix = key + "/" if relative else self.prefix
-        entries: list[Entry] = []
+        return relative, key + "/" if relative else self.prefix
+
+    def _answers(self, prefix: str, **params) -> Iterator[dict]:
+        """ListObjectsV2 answers for the entries just below `prefix`, one request each."""
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.settings.bucket, Prefix=prefix, Delimiter="/"
+                Bucket=self.settings.bucket, Prefix=prefix, Delimiter="/", **params
             )
-            for page in pages:
-                entries += [self._folder(p["Prefix"]) for p in page.get("CommonPrefixes", [])]
-                entries += [self._file(o) for o in page.get("Contents", []) if o["Key"] != prefix]
+            yield from pages
         except (ClientError, BotoCoreError) as exc:
-            raise explain(exc, relative or "/") from exc
-        if relative and not entries:
+            raise explain(exc, self._relative(prefix) or "/") from exc
+
+    def scan(self, folder: str = "", stats: bool = True) -> FolderScan:
+        """The whole folder, one request per 1000 entries; sizes and dates come with the names."""
+        relative, prefix = self._listed(folder)
+        names, folders, versions = [], bytearray(), []
+        sizes, mtimes = array("q"), array("d")
+        for answer in self._answers(prefix):
+            for entry in self._entries(answer, prefix):
+                names.append(entry.name)
+                folders.append(entry.is_dir)
+                sizes.append(entry.size)
+                mtimes.append(entry.mtime)
+                versions.append(entry.version)
+        if relative and not names:
             raise FileMissing(f"No such folder: {relative}")
-        return sorted_entries(entries)
+        return FolderScan(relative, names, folders, sizes, mtimes, versions)
+
+    def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
+        """From the scan itself: looking again would cost a request per row."""
+        return [
+            Entry(
+                scan.names[row],
+                f"{scan.folder}/{scan.names[row]}" if scan.folder else scan.names[row],
+                scan.sizes[row],
+                scan.mtimes[row],
+                bool(scan.folders[row]),
+                scan.versions[row],
+            )
+            for row in rows
+        ]
+
+    def folder_version(self, folder: str) -> None:
+        """A prefix has no version: nothing short of listing it tells that it changed."""
+        return None
+
+    @staticmethod
+    def name_key(name: str, is_dir: bool) -> bytes:
+        """S3's own order: the keys' UTF-8 bytes, a folder's with its trailing "/"."""
+        return (name + "/" if is_dir else name).encode("utf-8", "surrogatepass")
+
+    def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:
+        """One request per page of up to 999 entries (S3 answers at most 1000 keys, one of them to
+        tell whether more follow); StartAfter carries the position, so a page costs the same
+        wherever it lies in the folder."""
+        relative, prefix = self._listed(folder)
+        params: dict = {"PaginationConfig": {"PageSize": min(MAX_KEYS, limit + 1)}}
+        if after:
+            if not encodable(after[0]):
+                raise UnsafePath("The cursor names no possible key.")
+            params["StartAfter"] = prefix + after[0] + ("/" if after[1] else "")
+        entries, more = self._entries_after(prefix, after, limit, params)
+        if relative and not entries and not after:
+            raise FileMissing(f"No such folder: {relative}")
+        return entries, more
+
+    def _entries_after(
+        self, prefix: str, after: tuple[str, bool] | None, limit: int, params: dict
+    ) -> tuple[list[Entry], bool]:
+        """The folder named by StartAfter comes back as a common prefix again (its keys sort after
+        it), so anything not after `after` is dropped. Whether more follow is S3's IsTruncated once
+        the page is full: no request is made only to find out."""
+        skipped = self.name_key(*after) if after else b""
+        found: list[Entry] = []
+        for answer in self._answers(prefix, **params):
+            found += [e for e in self._entries(answer, prefix) if self.name_key(e.name, e.is_dir) > skipped]
+            if len(found) >= limit:
+                return found[:limit], len(found) > limit or answer.get("IsTruncated", False)
+        return found, False
+
+    def _entries(self, answer: dict, prefix: str) -> list[Entry]:
+        """One answer's folders and files in key order (S3 sorts each list, not the two together)."""
+        folders = [self._folder(p["Prefix"]) for p in answer.get("CommonPrefixes", [])]
+        files = [self._file(o) for o in answer.get("Contents", []) if o["Key"] != prefix]
+        return sorted(folders + files, key=lambda entry: self.name_key(entry.name, entry.is_dir))
 
     def _relative(self, key: str) -> str:
         return key[len(self.prefix) :].strip("/")

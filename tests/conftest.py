@@ -294,6 +294,35 @@ def start_moto():
         server.stop()
 
 
+@dataclass
+class SeededMoto(MotoServer):
+    """moto's S3 server with `count` objects under `prefix`, put straight into its backend
+    (tools/seeded_moto.py says which); over HTTP, 10,000 objects would take half a minute."""
+
+    bucket: str = "listing-tests"
+    prefix: str = "big/"
+    count: int = 10_000
+
+    def start(self) -> SeededMoto:
+        script = ROOT / "tools" / "seeded_moto.py"
+        command = [sys.executable, str(script), str(self.port), self.bucket, self.prefix, str(self.count)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "ready", "seeded_moto.py exited at start"
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self.process:
+            self.process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def seeded_moto():
+    server = SeededMoto().start()
+    yield server
+    server.stop()
+
+
 def add_s3(app, storage_id: str, endpoint: str, bucket: str, **settings):
     """Register an S3 storage in an app's database, the way `storages add-s3` does."""
     db = connect(app.config["DATABASE"])
@@ -324,7 +353,7 @@ def seal(app, profile_name: str, plain: bytes) -> bytes:
     return sealed.getvalue()
 
 
-LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "browser"}
+LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "seeded_moto", "browser"}
 
 
 def pytest_collection_modifyitems(items):

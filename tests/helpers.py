@@ -20,10 +20,12 @@ from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from core.listings import Order, page_after
 from core.tokens import hash_token
 from db import connect
 from db.events import list_events
 from db.links import find_link
+from storage.base import Entry, Storage
 
 MIB = 1024 * 1024
 
@@ -34,6 +36,17 @@ def make_file(folder: Path, name: str, size: int) -> bytes:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
     return data
+
+
+def every_entry(storage: Storage, folder: str = "", order: Order = Order(), limit: int = 1000) -> list[Entry]:
+    """A whole folder, page after page through the listing cursors, as the files API walks it."""
+    entries, cursor = [], None
+    while True:
+        page = page_after(storage, "test", folder, order, cursor, limit)
+        entries += page.entries
+        if page.next is None:
+            return entries
+        cursor = page.next
 
 
 def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -238,3 +238,23 @@ def test_admin_adds_and_tests_a_storage(page, server, tmp_path):
     row.get_by_role("button", name="Test connection").click()
     expect(row.locator(".check.ok")).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "admin-storages.png", full_page=True)
+
+
+def test_a_big_folder_pages_by_size_and_back(page, server):
+    """Sort by size, go to the next page and back: htmx swaps the listing and the address follows."""
+    many = server.backups / "many"
+    many.mkdir(exist_ok=True)
+    for number in range(150):
+        (many / f"part-{number:03d}.bin").write_bytes(b"x" * number)
+    sign_in(page, server, "viewer")
+    page.goto("/browse/local?path=many")
+    page.get_by_role("link", name="Sort by Size").click()
+    page.get_by_role("link", name="Sort by Size").click()  # again: largest first
+    expect(page.locator(".pager")).to_contain_text("150 entries · page 1 of 2")
+    expect(page.locator("tbody tr").nth(1)).to_contain_text("part-149.bin")  # after the parent row
+    page.get_by_role("link", name="Next →").click()
+    expect(page.locator(".pager")).to_contain_text("page 2 of 2")
+    expect(page).to_have_url(re.compile(r"path=many&sort=size&order=desc&page=2$"))
+    expect(page.locator("tbody tr").nth(1)).to_contain_text("part-049.bin")
+    page.go_back()
+    expect(page.locator(".pager")).to_contain_text("page 1 of 2")

@@ -12,6 +12,7 @@ from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
 from storage.s3 import S3Settings, S3Storage, s3_client
 from tests.conftest import add_s3, mint, seal
+from tests.helpers import every_entry
 from tests.test_storage_local import HOSTILE_PATHS
 
 BUCKET = "s3-tests"
@@ -40,30 +41,31 @@ def storage(moto, prefix: str = "", **settings) -> S3Storage:
     return S3Storage(S3Settings(BUCKET, prefix=prefix, endpoint_url=moto.url, **options))
 
 
-def test_listing_by_folder(bucket):
-    top = storage(bucket).list("")
+def test_listing_by_folder_in_s3s_own_order(bucket):
+    """By key, as S3 lists it: a folder sorts as its name with "/", among the files."""
+    top = every_entry(storage(bucket), "")
     assert [(e.name, e.is_dir) for e in top] == [
+        ("big.bin", False),
         ("db", True),
         ("many", True),
         ("other-team", True),
-        ("big.bin", False),
     ]
-    assert top[-1].size == len(BIG) and top[-1].mtime > 0
-    assert [(e.path, e.is_dir) for e in storage(bucket).list("db")] == [
+    assert top[0].size == len(BIG) and top[0].mtime > 0
+    assert [(e.path, e.is_dir) for e in every_entry(storage(bucket), "db")] == [
         ("db/..", True),
-        ("db/old", True),
         ("db/2026-11-25.sql.gz", False),
+        ("db/old", True),
     ]
 
 
 def test_listing_past_a_thousand_keys(bucket):
-    entries = storage(bucket).list("many")
+    entries = every_entry(storage(bucket), "many")
     assert len(entries) == 1100 and entries[-1].path == "many/k1099.tar"
 
 
 def test_prefix_isolation(bucket):
     scoped = storage(bucket, prefix="db/")
-    assert [e.path for e in scoped.list("")] == ["..", "old", "2026-11-25.sql.gz"]
+    assert [e.path for e in every_entry(scoped, "")] == ["..", "2026-11-25.sql.gz", "old"]
     assert scoped.stat("old/2026-11-01.sql.gz").size == len(b"older dump")
     for outside in ("../other-team/secret.txt", "../big.bin", "/other-team/secret.txt", ".."):
         with pytest.raises(UnsafePath):
@@ -71,7 +73,7 @@ def test_prefix_isolation(bucket):
     with pytest.raises(FileMissing):
         scoped.stat("other-team/secret.txt")  # means db/other-team/secret.txt: not there
     with pytest.raises(UnsafePath):
-        scoped.list("../other-team")
+        every_entry(scoped, "../other-team")
 
 
 @pytest.mark.parametrize("path", [p for p in HOSTILE_PATHS if "link" not in p])
@@ -86,7 +88,7 @@ def test_stat_folder_and_missing(bucket):
     with pytest.raises(FileMissing):
         storage(bucket).stat("nope.tar")
     with pytest.raises(FileMissing):
-        storage(bucket).list("nope")
+        every_entry(storage(bucket), "nope")
 
 
 def test_ranged_reads(bucket):

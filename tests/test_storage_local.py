@@ -17,7 +17,7 @@ from storage import beneath
 from storage.base import FileMissing, NotAFile, StorageError, Unreadable, UnsafePath, clean_relative_path
 from storage.local import LocalStorage, refusal
 from tests.conftest import mint
-from tests.helpers import HAS_RENAMEAT2, Swapper, tally_until_seen
+from tests.helpers import HAS_RENAMEAT2, Swapper, every_entry, tally_until_seen
 
 NOBODY = 65534
 
@@ -132,7 +132,7 @@ def test_harmless_paths_are_normalised(given, clean):
 
 
 def test_list_shows_folders_first_and_hides_links_that_escape(root):
-    entries = LocalStorage(str(root)).list("")
+    entries = every_entry(LocalStorage(str(root)), "")
     assert [(e.name, e.is_dir) for e in entries] == [
         ("folder", True),
         ("db.sql.gz", False),
@@ -142,13 +142,13 @@ def test_list_shows_folders_first_and_hides_links_that_escape(root):
 
 
 def test_list_subfolder_gives_paths_from_the_root(root):
-    entries = LocalStorage(str(root)).list("folder")
+    entries = every_entry(LocalStorage(str(root)), "folder")
     assert [e.path for e in entries] == ["folder/deeper", "folder/a.tar"]
 
 
 def test_list_refuses_hostile_folder(root):
     with pytest.raises(UnsafePath):
-        LocalStorage(str(root)).list("../outside")
+        every_entry(LocalStorage(str(root)), "../outside")
 
 
 def test_stat_and_open_a_file_and_a_link_inside(root):
@@ -267,7 +267,7 @@ def test_forty_links_in_a_row_are_followed_and_no_more(root, links, served):
 
 def test_list_resolves_links_beneath_the_root_and_hides_the_rest(odd_root):
     (odd_root / "folder-link").symlink_to("folder")
-    entries = LocalStorage(str(odd_root)).list("")
+    entries = every_entry(LocalStorage(str(odd_root)), "")
     assert [(e.name, e.is_dir) for e in entries] == [
         ("folder", True),
         ("folder-link", True),
@@ -275,7 +275,7 @@ def test_list_resolves_links_beneath_the_root_and_hides_the_rest(odd_root):
         ("fifo", False),
         ("inside-link", False),
     ]
-    assert [e.path for e in LocalStorage(str(odd_root)).list("folder-link")] == [
+    assert [e.path for e in every_entry(LocalStorage(str(odd_root)), "folder-link")] == [
         "folder-link/deeper",
         "folder-link/a.tar",
     ]
@@ -292,7 +292,7 @@ def test_list_resolves_links_beneath_the_root_and_hides_the_rest(odd_root):
 )
 def test_list_refuses_what_is_not_a_folder_inside(root, folder, kind):
     with pytest.raises(kind):
-        LocalStorage(str(root)).list(folder)
+        every_entry(LocalStorage(str(root)), folder)
 
 
 def test_size_and_version_come_from_the_file_that_was_opened(root):
@@ -314,7 +314,7 @@ def test_a_root_that_is_not_a_folder_is_a_storage_error(tmp_path, resolution, br
     if broken == "a file":
         (tmp_path / "root").write_bytes(b"")
     storage = LocalStorage(str(tmp_path / "root"))
-    for action in (storage.check, lambda: storage.list(""), lambda: storage.open("a.tar")):
+    for action in (storage.check, lambda: every_entry(storage, ""), lambda: storage.open("a.tar")):
         with pytest.raises(StorageError, match="not available") as caught:
             action()
         assert type(caught.value) is StorageError
@@ -403,8 +403,11 @@ def outcome_as_nobody(action) -> str:
         (lambda storage: storage.stat("private.bin"), "ok"),  # its size needs no read permission
         (lambda storage: storage.stat("locked/inside.bin"), "Unreadable"),  # EACCES on a folder
         (lambda storage: read(storage, "locked-link"), "Unreadable"),
-        (lambda storage: storage.list("locked"), "Unreadable"),
-        (lambda storage: [e.name for e in storage.list("")], "ok"),  # locked-link is hidden, not an error
+        (lambda storage: every_entry(storage, "locked"), "Unreadable"),
+        (
+            lambda storage: [e.name for e in every_entry(storage, "")],
+            "ok",
+        ),  # locked-link is hidden, not an error
     ],
 )
 def test_what_the_server_may_not_read_is_refused_not_an_outage(shared_root, action, outcome):
@@ -414,7 +417,7 @@ def test_what_the_server_may_not_read_is_refused_not_an_outage(shared_root, acti
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
 def test_an_unreadable_root_is_an_outage(shared_root):
     os.chmod(shared_root, 0o700)
-    assert outcome_as_nobody(lambda: LocalStorage(shared_root).list("")) == "StorageError"
+    assert outcome_as_nobody(lambda: every_entry(LocalStorage(shared_root), "")) == "StorageError"
 
 
 SECRET = b"outside the storage: never served"
@@ -461,7 +464,7 @@ def test_a_folder_swapped_with_a_symlink_out_in_a_loop_never_leads_out(root):
     def attempt() -> str:
         try:
             assert read(storage, "rdir/secret.txt") == b"inside"
-            assert [(e.name, e.size) for e in storage.list("rdir")] == [("secret.txt", 6)]
+            assert [(e.name, e.size) for e in every_entry(storage, "rdir")] == [("secret.txt", 6)]
         except (UnsafePath, FileMissing) as exc:
             return type(exc).__name__
         return "served"

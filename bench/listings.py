@@ -1,0 +1,246 @@
+"""A folder of 100,000 files and S3 prefixes of many objects, a page at a time, against nginx's listing.
+
+The goals from issue #11: the explorer's first page, and every later page, within 200 ms of server
+time whether sorted by name, size or date; a files API page within 100 ms, with the worker's memory
+flat; the same for an S3 prefix. The reference is nginx's JSON autoindex of the same folder, which
+lists it whole. Server time is the time to the first byte of the answer, on a kept-alive connection
+of a signed-in session (bench/sessions.py), so that a session's pages reach one worker, as a
+browser's do; each worker keeps its own scans, so a first page is cold in each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+from harness import BenchError, holds_socket, tcp_table
+from listing_pages import (
+    API_GOAL,
+    API_LIMIT,
+    COUNT,
+    HX,
+    PAGE_GOAL,
+    ROUNDS,
+    Timings,
+    explorer_path,
+    files_path,
+    ms,
+    row,
+    spread,
+)
+from report import Section
+from s3_listings import SMALL_COUNT, S3Listings, measure_s3_listings, s3_rows
+from servers import Bench
+from sessions import Session
+from workers import KiB, child_pids, proc_field
+
+FOLDER = "listings"  # in the backups folder, where nginx lists /listings/ as JSON
+SETTLE_SECONDS = 1.05  # core/listings.py keeps no scan of a folder changed less than a second before it
+USER, PASSWORD = "bench-viewer", "a bench viewer's password"
+LATER_PAGES = (2, 500, 1000)
+FLAT_GROWTH_MIB = 8.0
+SORTS = [
+    ("name", "", "by name"),
+    ("size", "desc", "by size, largest first"),
+    ("date", "desc", "by date, newest first"),
+]
+
+
+def write_folder(folder: Path, count: int) -> None:
+    """`count` files of 0 to 996 bytes, so that the explorer looks for a header in most of them."""
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for number in range(count):
+            file = os.open(f"backup-{number:06d}.sql.gz", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(file, b"x" * (number % 997))
+            os.close(file)
+    finally:
+        os.close(fd)
+
+
+def change_and_settle(folder: Path) -> None:
+    """A name added and removed, so that every worker's scan of the folder is stale; then wait until
+    the change is old enough for the next scan to be kept."""
+    (folder / "bench-touch").touch()
+    (folder / "bench-touch").unlink()
+    while time.time() - folder.stat().st_ctime < SETTLE_SECONDS:
+        time.sleep(0.05)
+
+
+def explorer_timings(bench: Bench, cookies: dict, sort: str, order: str) -> Timings:
+    folder, timings = bench.oncelink.workspace.backups / FOLDER, Timings()
+    for _ in range(ROUNDS):
+        change_and_settle(folder)
+        with Session(bench.oncelink.url, cookies) as session:
+            first = session.get(explorer_path("local", FOLDER, sort, order))
+            if b"100000 entries" not in first.body:
+                raise BenchError(f"The explorer's first page by {sort} does not count 100000 entries.")
+            timings.first.append(first.first_byte_seconds)
+            for page in LATER_PAGES:
+                answer = session.get(explorer_path("local", FOLDER, sort, order, page), HX)
+                timings.later.append(answer.first_byte_seconds)
+    return timings
+
+
+def serving_worker(bench: Bench, session: Session) -> int:
+    """The worker holding the server's end of the session's connection."""
+    client = f"0100007F:{session.connection.sock.getsockname()[1]:04X}"  # 127.0.0.1, as /proc writes it
+    server = f"0100007F:{bench.oncelink.port:04X}"
+    inodes = {fields[9] for fields in tcp_table() if fields[1] == server and fields[2] == client}
+    for pid in child_pids(bench.gunicorn_master):
+        if holds_socket(pid, inodes):
+            return pid
+    raise BenchError("No gunicorn worker holds the session's connection.")
+
+
+@dataclass
+class ApiWalk:
+    timings: Timings
+    entries: int
+    rss: list[int]  # the serving worker's RSS in KiB: before, after the first page, after the last
+
+    def mib(self, reading: int) -> float:
+        return self.rss[reading] / KiB
+
+
+def walk_files_api(bench: Bench, cookies: dict) -> ApiWalk:
+    """Cold first pages, then the whole folder through the cursor on one connection."""
+    folder, timings = bench.oncelink.workspace.backups / FOLDER, Timings()
+    for _ in range(ROUNDS - 1):
+        change_and_settle(folder)
+        with Session(bench.oncelink.url, cookies) as session:
+            timings.first.append(session.get(files_path("local", FOLDER)).first_byte_seconds)
+    change_and_settle(folder)
+    with Session(bench.oncelink.url, cookies) as session:
+        session.get("/api/storages")  # connects: tells which worker will serve the walk
+        worker = serving_worker(bench, session)
+        rss = [proc_field(worker, "status", "VmRSS")]
+        answer = session.get(files_path("local", FOLDER))
+        timings.first.append(answer.first_byte_seconds)
+        rss.append(proc_field(worker, "status", "VmRSS"))
+        page = json.loads(answer.body)
+        entries = len(page["entries"])
+        while page["next"]:
+            answer = session.get(files_path("local", FOLDER, page["next"]))
+            timings.later.append(answer.first_byte_seconds)
+            page = json.loads(answer.body)
+            entries += len(page["entries"])
+        rss.append(proc_field(worker, "status", "VmRSS"))
+    return ApiWalk(timings, entries, rss)
+
+
+def stat_floor(folder: Path) -> float:
+    """The least a size or date order costs in Python: a bare loop of one fstatat per entry."""
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        with os.scandir(folder) as children:
+            for child in children:
+                child.stat(follow_symlinks=False)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def nginx_listing(bench: Bench) -> list[float]:
+    """nginx's JSON autoindex of the whole folder: time to the first byte and to the last."""
+    times = []
+    with Session(bench.nginx.url) as session:
+        for _ in range(ROUNDS):
+            answer = session.get(f"/{FOLDER}/")
+            if len(json.loads(answer.body)) != COUNT:
+                raise BenchError("nginx's listing does not hold every file of the folder.")
+            times.append(answer.seconds)
+    return times
+
+
+def local_rows(reference: list[float], explorer: dict[str, Timings], walk: ApiWalk) -> list[list[str]]:
+    rows = [["local", "nginx: the whole folder as JSON (to the last byte)", "-", spread(reference), "-", "-"]]
+    for sort, _, label in SORTS:
+        rows.append(row("local", f"Explorer {label}: first page", explorer[sort].first, PAGE_GOAL))
+        rows.append(row("local", f"Explorer {label}: pages 2, 500, 1000", explorer[sort].later, PAGE_GOAL))
+    later = f"Files API: the {len(walk.timings.later)} later pages, by cursor"
+    return [
+        *rows,
+        row("local", f"Files API, {API_LIMIT} a page: first page", walk.timings.first, API_GOAL),
+        row("local", later, walk.timings.later, API_GOAL),
+    ]
+
+
+ABOUT = (
+    f"A folder of {COUNT:,} files (0-996 bytes each, most of them long enough to be looked into for an "
+    "encryption header) in the local storage, listed by nginx's `autoindex_format json` and paged by "
+    "Oncelink. Times are milliseconds of server time: to the first byte of the answer, median of "
+    f"{ROUNDS} rounds (min-max), on one kept-alive connection of a signed-in viewer. A *first page* "
+    "comes right after a name was added to the folder and removed again, so that no scan of it is "
+    "kept: it scans the folder (and, by size or date, stats every file). *Later pages* follow on the "
+    "same connection, so the same worker, which has kept the scan. The S3 rows use moto's standalone "
+    "server holding the objects (tools/seeded_moto.py); its *reference* is the same ListObjectsV2 "
+    "request made with boto3, which is moto's own time."
+)
+
+
+def notes(walk: ApiWalk, reference: list[float], floor: float) -> str:
+    before, first, last = (walk.mib(reading) for reading in range(3))
+    return (
+        f"nginx lists the whole folder in {ms(median(reference))} ms, and a first page by size or date "
+        "needs what that costs: every file's size and date, one stat each (a bare Python loop of "
+        f"{COUNT:,} fstatat calls took {ms(floor)} ms here), then the sort. The files API walked all "
+        f"{walk.entries:,} entries in {len(walk.timings.later) + 1} pages on one connection; the serving "
+        f"worker's RSS was {before:.0f} MiB before, {first:.0f} MiB after the first page (the scan it "
+        f"keeps: names, kinds and the order, a few MB per 100,000 entries) and {last:.0f} MiB after the "
+        "last. Each worker keeps its own scans: the first page a session gets from the other worker is "
+        "cold again. moto reads every key of the bucket for each ListObjectsV2 request, so its LISTs "
+        f"of a {COUNT:,}-object bucket take a few hundred ms each, where AWS answers in tens of ms: "
+        f"listing such a prefix whole (for a size order) would take minutes here, hence {SMALL_COUNT:,} "
+        "objects for that row."
+    )
+
+
+def judged(times: list[float], goal: float, what: str = "") -> str:
+    """'met (123 ms)' for the median; met only when every time in `times` is within the goal."""
+    return f"{'met' if max(times) < goal else 'NOT met'} ({what}{ms(median(times))} ms)"
+
+
+def verdict(explorer: dict[str, Timings], walk: ApiWalk, s3: S3Listings, floor: float) -> str:
+    firsts = ", ".join(f"by {sort} {judged(explorer[sort].first, PAGE_GOAL)}" for sort, _, _ in SORTS)
+    later = [max(time for timings in explorer.values() for time in timings.later)]
+    growth = walk.mib(2) - walk.mib(1)
+    shares = [s3.explorer.app_share(), s3.api.app_share()]
+    return (
+        f"explorer: first page {firsts}; every later page {judged(later, PAGE_GOAL, 'at most ')}. "
+        f"Files API: first page {judged(walk.timings.first, API_GOAL)}, every later page "
+        f"{judged([max(walk.timings.later)], API_GOAL, 'at most ')}; memory "
+        f"{'flat' if growth <= FLAT_GROWTH_MIB else 'NOT flat'} (+{growth:.1f} MiB over the later pages, "
+        f"threshold {FLAT_GROWTH_MIB:.0f} MiB). A first page by size or date stats every file first, "
+        f"{ms(floor)} ms here at the least. S3: a page in "
+        f"S3's order is one LIST, to which the app adds {ms(min(shares))}-{ms(max(shares))} ms; moto's own "
+        "LIST is what misses the goals. A size order lists the prefix whole once, then pages from it in "
+        f"{ms(max(s3.by_size.app.later))} ms at most."
+    )
+
+
+def measure_listings(bench: Bench) -> Section:
+    """Explorer and files API pages of a 100,000-file folder and of S3 prefixes, against nginx."""
+    write_folder(bench.oncelink.workspace.backups / FOLDER, COUNT)
+    bench.oncelink.create_user(USER, "viewer", PASSWORD)
+    with Session(bench.oncelink.url) as session:
+        session.sign_in(USER, PASSWORD)
+        cookies = session.cookies
+    reference = nginx_listing(bench)
+    floor = stat_floor(bench.oncelink.workspace.backups / FOLDER)
+    explorer = {sort: explorer_timings(bench, cookies, sort, order) for sort, order, _ in SORTS}
+    walk = walk_files_api(bench, cookies)
+    s3 = measure_s3_listings(bench, cookies)
+    return Section(
+        title=f"Listings: a folder of {COUNT:,} files, a page at a time",
+        about=ABOUT,
+        columns=["Storage", "Request", "Oncelink, ms", "Reference, ms", "Goal, ms", "Met"],
+        rows=local_rows(reference, explorer, walk) + s3_rows(s3),
+        notes=notes(walk, reference, floor),
+        verdict=verdict(explorer, walk, s3, floor),
+    )

@@ -1,0 +1,97 @@
+"""One S3 object as a seekable, read-only file, read through ranged GETs of its storage."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError
+
+from storage.base import StorageError
+
+if TYPE_CHECKING:
+    from storage.s3 import S3Storage
+
+
+class S3Object(io.RawIOBase):
+    """One object as a seekable, read-only file, reading with as few GETs as the access pattern allows.
+
+    Sequential reads share one open-ended ranged GET. The last bytes read stay at hand, so a reader
+    that looks at the header and seeks back to the start (the encryption check before a plain
+    download) does not open a second stream; and a read that runs to the end of the object (the
+    final chunk, verified before a decrypted download starts) is one bounded GET of its own that
+    leaves the main stream where it was.
+    """
+
+    KEEP = 64 * 1024
+
+    def __init__(self, storage: S3Storage, key: str, size: int):
+        super().__init__()
+        self._storage, self._key, self._size = storage, key, size
+        self._position = 0
+        self._stream = None
+        self._stream_position = 0
+        self._kept, self._kept_at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._position
+        size = min(size, self._size - self._position)
+        if size <= 0:
+            return b""
+        data = self._from_kept(size)
+        if len(data) < size:
+            data += self._fetch(self._position + len(data), size - len(data))
+        self._position += len(data)
+        return data
+
+    def _from_kept(self, size: int) -> bytes:
+        offset = self._position - self._kept_at
+        return self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+
+    def _fetch(self, position: int, size: int) -> bytes:
+        if position + size >= self._size and self._stream is not None and position != self._stream_position:
+            return self._guarded(lambda: self._storage.get_range(self._key, position, self._size))
+        if self._stream is None or position != self._stream_position:
+            self._drop_stream()
+            self._stream = self._storage.get_stream(self._key, position)
+            self._stream_position = position
+        data = self._guarded(lambda: self._stream.read(size))
+        self._stream_position += len(data)
+        if len(data) <= self.KEEP:
+            self._kept, self._kept_at = data, position
+        return data
+
+    def _guarded(self, read) -> bytes:
+        try:
+            return read()
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        self._drop_stream()
+        super().close()
