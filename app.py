@@ -35,6 +35,7 @@ DEFAULTS = {
     "TOKEN_MAX_USES": 100,
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
+    "DATABASE_CONNECTIONS": 8,  # idle SQLite connections each worker keeps open
     "PRESIGN_TTL": 30,
     "SEND_TIMEOUT": 120,
     "PROXY_HOPS": 0,

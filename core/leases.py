@@ -61,11 +61,8 @@ class HeldClaim:
         self.check()
         started = time.monotonic()
         try:
-            db = database.connect(self._database_path)
-            try:
+            with database.pooled(self._database_path) as db:
                 secured = tokens.secure_final(db, self.claim, time.time(), self._lease_seconds)
-            finally:
-                db.close()
         except sqlite3.Error as exc:
             log.warning("Could not secure the last piece of link %s: %s", self.claim.link.id, exc)
             secured = False
@@ -108,12 +105,9 @@ class LeaseKeeper:
         held_claims = self.open_claims()
         if not held_claims:
             return
-        db = database.connect(self.database_path)
-        try:
+        with database.pooled(self.database_path) as db:
             for held in held_claims:
                 held.renew(db, self.lease_seconds)
-        finally:
-            db.close()
 
     def _run(self) -> None:
         while True:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from db import select_rows
+
 LINK_COLUMNS = (
     "id, storage_id, path, decrypt, created_by, created_at, expires_at,"
     " max_uses, uses, revoked_at, last_used_at, bytes_sent,"
@@ -68,12 +70,12 @@ def insert_link(
 
 
 def get_link(db: Database, link_id: int) -> Link | None:
-    rows = list(db.query(f"SELECT {LINK_COLUMNS} FROM links WHERE id = ?", [link_id]))
+    rows = select_rows(db, f"SELECT {LINK_COLUMNS} FROM links WHERE id = ?", [link_id])
     return _link(rows[0]) if rows else None
 
 
 def find_link(db: Database, token_hash: str) -> Link | None:
-    rows = list(db.query(f"SELECT {LINK_COLUMNS} FROM links WHERE token_hash = ?", [token_hash]))
+    rows = select_rows(db, f"SELECT {LINK_COLUMNS} FROM links WHERE token_hash = ?", [token_hash])
     return _link(rows[0]) if rows else None
 
 
@@ -81,7 +83,7 @@ def list_links(db: Database, created_by: int | None = None, limit: int = 200) ->
     """Newest first; every user's links when created_by is None."""
     where, params = ("WHERE created_by = ?", [created_by]) if created_by is not None else ("", [])
     sql = f"SELECT {LINK_COLUMNS} FROM links {where} ORDER BY id DESC LIMIT ?"
-    return [_link(row) for row in db.query(sql, [*params, limit])]
+    return [_link(row) for row in select_rows(db, sql, [*params, limit])]
 
 
 def consume_use(db: Database, token_hash: str, now: float) -> bool:

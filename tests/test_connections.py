@@ -1,0 +1,123 @@
+"""Connections kept open between requests: reused by requests, the lease keeper and the end of a
+transfer; replaced once they met an error that says the database cannot be written."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import db
+from core.accounts import create_api_key
+from tests.conftest import Auth, mint
+
+URL = "/api/storage/public-download?token="
+DATA = b"x" * 4096
+
+
+@pytest.fixture(autouse=True)
+def file(backups):
+    backups.mkdir(parents=True, exist_ok=True)
+    (backups / "small.bin").write_bytes(DATA)
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """The paths of the connections the app opens from here on."""
+    paths: list[str] = []
+    real_connect = db.connect
+
+    def counting_connect(path: str):
+        paths.append(path)
+        return real_connect(path)
+
+    db.close_pools()
+    monkeypatch.setattr(db, "connect", counting_connect)
+    return paths
+
+
+def test_downloads_and_their_claims_reuse_one_connection(app, client, opened):
+    """Each download checks its link, claims it, makes the claim final and counts the use: four
+    uses of a connection, by the request and then by its body, one after the other."""
+    tokens = [mint(app, "small.bin") for _ in range(20)]
+    assert opened == []  # tokens are minted on the test's own connections
+    for token in tokens:
+        with client.get(URL + token) as response:
+            assert response.status_code == 200 and response.data == DATA
+        assert client.get(URL + token).status_code == 401
+    assert opened == [app.config["DATABASE"]]
+
+
+def api_headers(app) -> dict:
+    Auth(app, None).create("robot", "operator")
+    database = db.connect(app.config["DATABASE"])
+    try:
+        return {"Authorization": f"Bearer {create_api_key(database, 'robot', 0, None)[0]}"}
+    finally:
+        database.close()
+
+
+def test_a_connection_that_could_not_write_is_replaced(app, client, monkeypatch):
+    """As after a full disk: the request answers 503, and the next one gets a fresh connection
+    instead of the one that failed, which would be given out again and again otherwise."""
+    headers = api_headers(app)
+    writable_connect = db.connect
+    opened: list[bool] = []
+
+    def read_only_first(path: str):
+        database = writable_connect(path)
+        if not opened:
+            database.execute("PRAGMA query_only = ON")  # SQLITE_READONLY on every write
+        opened.append(True)
+        return database
+
+    db.close_pools()
+    monkeypatch.setattr(db, "connect", read_only_first)
+    body = {"file": "small.bin"}
+    assert client.post("/api/storage/local/download-url", json=body, headers=headers).status_code == 503
+    assert client.post("/api/storage/local/download-url", json=body, headers=headers).status_code == 200
+    assert client.post("/api/storage/local/download-url", json=body, headers=headers).status_code == 200
+    assert len(opened) == 2
+
+
+def test_work_outside_requests_reuses_connections_and_drops_broken_ones(app):
+    path = app.config["DATABASE"]
+    with db.pooled(path) as first:
+        first.execute("SELECT 1")
+    with db.pooled(path) as again:
+        assert again is first
+    with pytest.raises(sqlite3.OperationalError), db.pooled(path) as broken:
+        broken.execute("PRAGMA query_only = ON")
+        broken.execute("DELETE FROM links")
+    with db.pooled(path) as fresh:
+        assert fresh is not first
+        fresh.execute("DELETE FROM links")  # writable
+
+
+def closed(database) -> bool:
+    try:
+        database.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+def test_a_pool_keeps_at_most_its_size_of_idle_connections(app):
+    pool = db.ConnectionPool(app.config["DATABASE"], size=2)
+    taken = [pool.take() for _ in range(4)]  # more at once than it keeps: never waits
+    assert len({id(database) for database in taken}) == 4
+    for database in taken:
+        pool.give_back(database)
+    assert [closed(database) for database in taken] == [False, False, True, True]
+    assert {id(pool.take()) for _ in range(2)} == {id(taken[0]), id(taken[1])}
+    pool.close()
+
+
+def test_a_connection_left_inside_a_transaction_is_closed_not_kept(app):
+    pool = db.ConnectionPool(app.config["DATABASE"], size=2)
+    database = pool.take()
+    database.execute("BEGIN")
+    pool.give_back(database)
+    assert closed(database)
+    assert pool.take() is not database
+    pool.close()
