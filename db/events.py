@@ -101,12 +101,15 @@ def record_link_event(
         record_event(db, event)
 
 
-def delete_orphan_events(db: Database, before: float) -> int:
-    """Delete events from before `before` whose link is gone (purged, or never matched a token)."""
+def delete_orphan_events(db: Database, before: float, limit: int) -> int:
+    """Delete up to `limit` events from before `before` whose link is gone (purged, or never
+    matched a token); found through the index on `at`, so a batch reads about as many rows as it
+    deletes, plus the few old events of links still kept."""
     cursor = db.execute(
-        "DELETE FROM link_events WHERE at < ? AND (link_id IS NULL"
-        " OR NOT EXISTS (SELECT 1 FROM links WHERE links.id = link_events.link_id))",
-        [before],
+        "DELETE FROM link_events WHERE id IN (SELECT id FROM link_events WHERE at < :before"
+        " AND (link_id IS NULL OR NOT EXISTS (SELECT 1 FROM links WHERE links.id = link_events.link_id))"
+        " LIMIT :limit)",
+        {"before": before, "limit": limit},
     )
     return cursor.rowcount
 

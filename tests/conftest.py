@@ -50,6 +50,7 @@ def backups(tmp_path: Path) -> Path:
 def app(tmp_path: Path, backups: Path):
     app = make_app(tmp_path / "instance", backups)
     yield app
+    app.extensions["oncelink_purge"].wait()
     close_pool(app.config["DATABASE"])  # the connections it kept open, before its folder goes
 
 
