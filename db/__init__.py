@@ -18,6 +18,8 @@ from flask import Flask, current_app, g
 from sqlite_utils import Database
 
 from db.migrations import migrations
+from db.writes import QueuedDatabase, write_queue_for
+from db.writes import write_transaction as write_transaction  # where the queries and core/ find it
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,13 @@ UNWRITABLE_CODES = frozenset(
 
 
 def connect(path: str) -> Database:
-    """Open the database with WAL, a busy timeout and foreign keys on.
+    """Open the database with WAL, a busy timeout and foreign keys on, its writes queued (db/writes.py).
 
     Usable from any thread: a pooled connection serves one request thread, then another, or the
     lease keeper; the pool hands it to one user at a time.
     """
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-    db = Database(conn)
+    db = QueuedDatabase(conn, write_queue_for(path))
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -66,28 +68,6 @@ def cannot_write(exc: BaseException) -> bool:
     in their low byte."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in UNWRITABLE_CODES
-
-
-@contextlib.contextmanager
-def write_transaction(db: Database) -> Iterator[Database]:
-    """BEGIN IMMEDIATE ... COMMIT: the write lock is taken first, waiting out other writers.
-
-    A deferred transaction that reads and then writes fails at once (SQLITE_BUSY, no waiting)
-    when another connection wrote in between; racing claims must wait their turn instead.
-    Inside a transaction already open, this is a savepoint of it.
-    """
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield db
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.conn.execute("COMMIT")
-    except BaseException:
-        if db.conn.in_transaction:
-            db.conn.execute("ROLLBACK")
-        raise
 
 
 def migrate(path: str) -> None:

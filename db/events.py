@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from sqlite_utils import Database
 
-from db import select_rows
+from db import select_rows, write_transaction
 from db.links import Link
 
 
@@ -83,7 +83,7 @@ def _count_repeat(db: Database, event: Event) -> bool:
 
 def _record_coalesced(db: Database, event: Event) -> None:
     """One row per minute for what a client repeats, so a loop of HEADs cannot grow the log row by row."""
-    with db.atomic():
+    with write_transaction(db):
         if not _count_repeat(db, event):
             record_event(db, event)
 

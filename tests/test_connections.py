@@ -1,15 +1,19 @@
 """Connections kept open between requests: reused by requests, the lease keeper and the end of a
-transfer; replaced once they met an error that says the database cannot be written."""
+transfer; replaced once they met an error that says the database cannot be written. Writers
+take turns in a queue instead of polling SQLite's busy handler."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import threading
 
 import pytest
 
 import db
 from core.accounts import create_api_key
-from tests.conftest import Auth, mint
+from tests.conftest import ROOT, Auth, mint
 
 URL = "/api/storage/public-download?token="
 DATA = b"x" * 4096
@@ -121,3 +125,53 @@ def test_a_connection_left_inside_a_transaction_is_closed_not_kept(app):
     assert closed(database)
     assert pool.take() is not database
     pool.close()
+
+
+WRITER = """
+import sys
+from db import connect
+database = connect(sys.argv[1])
+database.execute("PRAGMA busy_timeout = 0")
+for n in range(int(sys.argv[2])):
+    database.execute("INSERT INTO attempts (key, expires_at) VALUES ('process', ?)", [n])
+"""
+WRITES = 200
+
+
+def write_in_turns(path: str, name: str, in_transactions: bool, failures: list) -> None:
+    database = db.connect(path)
+    database.execute("PRAGMA busy_timeout = 0")  # SQLITE_BUSY at once for a writer that did not queue
+    try:
+        for n in range(WRITES):
+            if in_transactions:
+                with db.write_transaction(database):
+                    database.execute("INSERT INTO attempts (key, expires_at) VALUES (?, ?)", [name, n])
+                    database.execute("UPDATE attempts SET expires_at = expires_at + 1 WHERE key = ?", [name])
+            else:
+                database.execute("INSERT INTO attempts (key, expires_at) VALUES (?, ?)", [name, n])
+    except sqlite3.OperationalError as exc:
+        failures.append(exc)
+    finally:
+        database.close()
+
+
+def test_writers_of_threads_and_processes_take_turns_without_the_busy_handler(app):
+    """With SQLite's busy handler off, a writer that met another's write lock would fail at once:
+    none does, because every write waits for its turn in the queue first."""
+    path = app.config["DATABASE"]
+    process = subprocess.Popen([sys.executable, "-c", WRITER, path, str(WRITES)], cwd=ROOT)
+    failures: list = []
+    threads = [
+        threading.Thread(target=write_in_turns, args=(path, f"thread-{n}", n % 2 == 0, failures))
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert process.wait(timeout=60) == 0
+    assert failures == []
+    database = db.connect(path)
+    counts = dict(database.execute("SELECT key, COUNT(*) FROM attempts GROUP BY key").fetchall())
+    database.close()
+    assert counts == {"process": WRITES, **{f"thread-{n}": WRITES for n in range(4)}}
