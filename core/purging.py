@@ -29,6 +29,7 @@ from db.events import delete_orphan_events
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 500  # rows a step deletes: a few milliseconds of holding the write lock
+PAUSE_FACTOR = 3
 SHORTEST_PAUSE_SECONDS = 0.005
 
 
@@ -130,11 +131,12 @@ class BackgroundPurge:
             log.warning("The purge of dead links stopped, the next one goes on: %s", exc)
 
     def _purge(self) -> None:
-        """Every step, each followed by a pause as long as the step took, and a few ms at least:
-        writers waiting out the busy timeout get the write lock in between, the purge holds it
-        half of the time at most, and it slows down by itself when writers keep it waiting."""
+        """Every step, each followed by a pause three times as long as the step took (and a few
+        ms at least): requests get their turns to write in between, the purge holds the write
+        lock a quarter of the time at most, and it slows down by itself when writers keep it
+        waiting for its turn."""
         with database.pooled(self.database_path) as db:
             started = time.monotonic()
             for _ in purge_steps(db, self.retention_seconds, time.time()):
-                time.sleep(max(time.monotonic() - started, SHORTEST_PAUSE_SECONDS))
+                time.sleep(max(PAUSE_FACTOR * (time.monotonic() - started), SHORTEST_PAUSE_SECONDS))
                 started = time.monotonic()
