@@ -106,7 +106,9 @@ The goals, from the issues: Oncelink serves at least 0.9x as fast as nginx, and 
 memory stays flat whatever the size of the file it sends; an encrypted backup, decrypted on
 the fly, downloads at least 0.5x as fast as AES-256-GCM decrypts in process on one CPU, with
 memory just as flat; an object of an S3 storage, proxied as stored or decrypted, downloads at
-least 0.8x as fast as boto3 reads it directly, again with flat memory.
+least 0.8x as fast as boto3 reads it directly, again with flat memory. With a year of links
+kept (1,000,000 links, 5,000,000 events), 8 API clients mint at least 150 links/s with a p99
+under 100 ms, and a 4 KiB single-use download takes at most twice as long as the sign-in page.
 
 The clients and the servers share the machine's CPUs, as may other work on it (the load
 average below tells): the spread between runs can be wide, so compare the medians and the

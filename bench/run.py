@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
+from links_year import measure_minting
 from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
 from s3_downloads import measure_s3
@@ -30,6 +31,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_workers,
     measure_decrypted,
     measure_s3,
+    measure_minting,
 ]
 
 
