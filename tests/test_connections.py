@@ -13,6 +13,7 @@ import pytest
 
 import db
 from core.accounts import create_api_key
+from core.attempts import FailureLimits
 from tests.conftest import ROOT, Auth, mint
 
 URL = "/api/storage/public-download?token="
@@ -50,6 +51,31 @@ def test_downloads_and_their_claims_reuse_one_connection(app, client, opened):
             assert response.status_code == 200 and response.data == DATA
         assert client.get(URL + token).status_code == 401
     assert opened == [app.config["DATABASE"]]
+
+
+def test_a_download_runs_three_short_write_transactions_and_few_statements(app, client, monkeypatch):
+    """The claim (with its `started` event), the mark before the last piece, the end (with its
+    event); the link is read by the failure limit, the download and the claim. Every statement
+    counts at this size: sqlite-utils' insert() alone would add six."""
+    statements: list[str] = []
+    real_connect = db.connect
+
+    def traced_connect(path: str):
+        database = real_connect(path)
+        database.conn.set_trace_callback(statements.append)
+        return database
+
+    db.close_pools()
+    monkeypatch.setattr(db, "connect", traced_connect)
+    app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(
+        {**app.config, "RATELIMIT_ENABLED": True}
+    )
+    token = mint(app, "small.bin")
+    with client.get(URL + token) as response:
+        assert response.status_code == 200 and response.data == DATA
+    begins = [sql for sql in statements if sql.startswith("BEGIN")]
+    assert begins == ["BEGIN IMMEDIATE", "BEGIN ", "BEGIN IMMEDIATE"]
+    assert len([sql for sql in statements if not sql.startswith("PRAGMA")]) <= 17
 
 
 def api_headers(app) -> dict:
