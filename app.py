@@ -19,6 +19,7 @@ from core.accounts import create_user
 from core.attempts import FailureLimits
 from core.downloads import Serving
 from core.leases import LeaseKeeper
+from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
 from core.storages import add_local_storage
 from db.storages import get_storage
@@ -35,6 +36,8 @@ DEFAULTS = {
     "TOKEN_MAX_USES": 100,
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
+    "PURGE_INTERVAL": 60,  # seconds between two purges of long-dead links by one worker
+    "DATABASE_CONNECTIONS": 8,  # idle SQLite connections each worker keeps open
     "PRESIGN_TTL": 30,
     "SEND_TIMEOUT": 120,
     "PROXY_HOPS": 0,
@@ -112,6 +115,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
     app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(app.config)
+    app.extensions["oncelink_purge"] = BackgroundPurge(
+        app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
+    )
 
     for area in (accounts, admin, admin_storages, explorer, link_history, links, public, storages):
         app.register_blueprint(area.bp)

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 if TYPE_CHECKING:
     from core.attempts import FailureLimits
     from core.downloads import Serving
+    from core.purging import BackgroundPurge
     from encryption.keys import Keyring
 
 csrf = CSRFProtect()
@@ -31,3 +32,8 @@ def serving() -> Serving:
 def failure_limits() -> FailureLimits:
     """How many failed public downloads and sign-ins one address may make."""
     return current_app.extensions["oncelink_failure_limits"]
+
+
+def background_purge() -> BackgroundPurge:
+    """The purge of long-dead links that a mint starts when one is due."""
+    return current_app.extensions["oncelink_purge"]

@@ -109,7 +109,11 @@ memory just as flat; an object of an S3 storage, proxied as stored or decrypted,
 least 0.8x as fast as boto3 reads it directly, again with flat memory. A folder of 100,000
 files is browsed a page at a time: the explorer's pages within 200 ms of server time in every
 order, the files API's within 100 ms with flat memory, and the same for an S3 prefix; the reference
-there is nginx's JSON listing of the same folder.
+there is nginx's JSON listing of the same folder. A thousand slow downloads (200 KB/s each) all
+progress at once while the explorer and the mint API keep their p95 under 300 ms, against nginx
+serving the same crowd. With a year of links kept (1,000,000 links, 5,000,000 events), 8 API
+clients mint at least 150 links/s with a p99 under 100 ms, and a 4 KiB single-use download takes
+at most twice as long as the sign-in page.
 
 The clients and the servers share the machine's CPUs, as may other work on it (the load
 average below tells): the spread between runs can be wide, so compare the medians and the

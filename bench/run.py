@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
+from links_year import measure_minting
 from listings import measure_listings
 from raw_downloads import measure_throughput, measure_workers
 from report import Section, machine_facts, render_document, render_section
@@ -34,6 +35,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_s3,
     measure_crowd,
     measure_listings,
+    measure_minting,
 ]
 
 

@@ -20,7 +20,7 @@ from core.explorer import InvalidListingRequest
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
 from core.tokens import TokenBusy, TokenUnavailable
-from db import cannot_write
+from db import cannot_write, discard_db
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import ProfileError, ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, Unreadable, UnsafePath
@@ -69,6 +69,7 @@ def database_unwritable(exc: sqlite3.DatabaseError) -> Response:
     """503 while the database cannot be written (disk full, I/O error...): nothing was saved or
     counted, and the same request works again once space returns. One line in the log, no traceback."""
     log.warning("Database cannot be written on %s: %s (%s)", request.path, exc, exc.sqlite_errorname)
+    discard_db()
     if request.blueprint == "public":  # whoever holds a link learns nothing about the server
         response = respond(503, PUBLIC_UNWRITABLE_MESSAGE)
     else:

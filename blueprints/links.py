@@ -19,14 +19,14 @@ from core.links import (
     create_link,
     describe_duration,
     parse_link_request,
-    purge_dead_links,
     revoke_link,
     visible_link,
 )
+from core.purging import purge_dead_links
 from db import get_db
 from db.events import Client, list_events
 from db.links import Link, list_links
-from extensions import csrf, keyring
+from extensions import background_purge, csrf, keyring
 
 bp = Blueprint("links", __name__)
 csrf.exempt(bp)  # checked in api_permission for session callers; API keys need none
@@ -94,14 +94,15 @@ def minted_json(minted: MintedLink) -> dict:
 
 
 def purge_long_dead_links() -> None:
-    """Run after minting: links dead for longer than ONCELINK_LINK_RETENTION go, and their events as old."""
-    purge_dead_links(get_db(), float(current_app.config["LINK_RETENTION"]), time.time())
+    """Run after minting: links dead for longer than ONCELINK_LINK_RETENTION go, and their events
+    as old, in the background and at most once per ONCELINK_PURGE_INTERVAL in each worker."""
+    background_purge().start_if_due()
 
 
 def mint(
     storage_id: str, link_request: LinkRequest, creator: User | None, client: Client = Client()
 ) -> MintedLink:
-    """Create the link, and drop links long dead while we are at it."""
+    """Create the link, and have links long dead dropped if it is time."""
     minted = create_link(get_db(), storage_id, link_request, keyring(), creator, time.time(), client)
     purge_long_dead_links()
     return minted

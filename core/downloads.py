@@ -288,13 +288,10 @@ class _Finisher:
     def __call__(self, outcome: Outcome) -> None:
         kind = outcome_event(outcome, self.claim.span.counts)
         try:
-            db = database.connect(self.database_path)
-            try:
+            with database.pooled(self.database_path) as db:
                 tokens.finish_claim(
                     db, self.claim, kind, time.time(), outcome.sent, self.client, outcome.failure
                 )
-            finally:
-                db.close()
         except sqlite3.Error as exc:
             # The lease lapses unrenewed: a final claim is then counted, any other given back.
             log.warning("Could not record the end of a transfer of link %s: %s", self.claim.link.id, exc)

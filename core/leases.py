@@ -61,11 +61,8 @@ class HeldClaim:
         self.check()
         started = time.monotonic()
         try:
-            db = database.connect(self._database_path)
-            try:
+            with database.pooled(self._database_path) as db:
                 secured = tokens.secure_final(db, self.claim, time.time(), self._lease_seconds)
-            finally:
-                db.close()
         except sqlite3.Error as exc:
             log.warning("Could not secure the last piece of link %s: %s", self.claim.link.id, exc)
             secured = False
@@ -121,11 +118,8 @@ class LeaseKeeper:
         if not held_claims:
             return
         started = time.monotonic()  # before any lease is extended: the fence never runs ahead
-        db = database.connect(self.database_path)
-        try:
+        with database.pooled(self.database_path) as db:
             outcomes = self._renew_all(db, held_claims)
-        finally:
-            db.close()
         # Only once committed: a renewal that was rolled back must not move any fence.
         for held, lost in zip(held_claims, outcomes, strict=True):
             if lost is None:

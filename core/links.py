@@ -1,4 +1,4 @@
-"""Minting, revoking and purging download links."""
+"""Minting and revoking download links (core/purging.py deletes them once long dead)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from sqlite_utils import Database
 
 from core.accounts import User
 from core.delivery import Delivery, describe_delivery
-from core.tokens import hash_token, new_token, settle_lapsed_claims
+from core.tokens import hash_token, new_token
 from db import links as queries
 from db import write_transaction
-from db.events import Client, EventKind, delete_orphan_events, record_link_event
+from db.events import Client, EventKind, record_link_event
 from db.links import Link
 from encryption.keys import Keyring
 
@@ -125,21 +125,6 @@ def revoke_link(db: Database, link_id: int, by: User | None, now: float, client:
         if queries.revoke_link(db, link_id, now):
             record_link_event(db, EventKind.REVOKED, link, now, client, reason=by.name if by else "cli")
     return queries.get_link(db, link_id)
-
-
-def purge_dead_links(db: Database, retention_seconds: float, now: float) -> int:
-    """Delete links dead for the retention period, and events older than it that no link owns any more.
-
-    Lapsed claims are settled first: a link whose last transfer's worker died is dead too. A live
-    link keeps all its events; a purged one's go once they are as old as the retention, so the
-    log stays bounded without losing what a link's owner can still look at.
-    """
-    before = now - retention_seconds
-    with write_transaction(db):
-        settle_lapsed_claims(db, now)
-        count = queries.delete_dead_links(db, before)
-        delete_orphan_events(db, before)
-    return count
 
 
 def describe_duration(seconds: int) -> str:

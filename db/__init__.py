@@ -1,22 +1,30 @@
-"""SQLite access: one sqlite-utils Database per request, opened lazily and closed at teardown."""
+"""SQLite access: connections kept open in a small pool per process, one taken by a request at its
+first query and given back at teardown; the lease keeper and the end of a transfer take theirs
+from the same pool."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import logging
+import os
+import queue
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from flask import Flask, current_app, g
 from sqlite_utils import Database
 
 from db.migrations import migrations
+from db.writes import QueuedDatabase, write_queue_for
+from db.writes import write_transaction as write_transaction  # where the queries and core/ find it
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10
+DEFAULT_POOL_SIZE = 8
 
 # Result codes that say the database cannot be written now (a full disk, an I/O error, a file
 # made read-only, a lock held too long), not that a statement is wrong: they pass by themselves.
@@ -33,13 +41,25 @@ UNWRITABLE_CODES = frozenset(
 
 
 def connect(path: str) -> Database:
-    """Open the database with WAL, a busy timeout and foreign keys on."""
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
-    db = Database(conn)
+    """Open the database with WAL, a busy timeout and foreign keys on, its writes queued (db/writes.py).
+
+    Usable from any thread: a pooled connection serves one request thread, then another, or the
+    lease keeper; the pool hands it to one user at a time.
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    db = QueuedDatabase(conn, write_queue_for(path))
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def select_rows(db: Database, sql: str, params: Sequence | dict = ()) -> list[dict]:
+    """The rows of a SELECT as dicts, in one statement: sqlite-utils' query() wraps each one in a
+    savepoint and its release, two statements more, to undo writes that a SELECT never makes."""
+    cursor = db.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def cannot_write(exc: BaseException) -> bool:
@@ -48,28 +68,6 @@ def cannot_write(exc: BaseException) -> bool:
     in their low byte."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in UNWRITABLE_CODES
-
-
-@contextlib.contextmanager
-def write_transaction(db: Database) -> Iterator[Database]:
-    """BEGIN IMMEDIATE ... COMMIT: the write lock is taken first, waiting out other writers.
-
-    A deferred transaction that reads and then writes fails at once (SQLITE_BUSY, no waiting)
-    when another connection wrote in between; racing claims must wait their turn instead.
-    Inside a transaction already open, this is a savepoint of it.
-    """
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield db
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.conn.execute("COMMIT")
-    except BaseException:
-        if db.conn.in_transaction:
-            db.conn.execute("ROLLBACK")
-        raise
 
 
 def migrate(path: str) -> None:
@@ -84,17 +82,118 @@ def migrate(path: str) -> None:
             db.close()
 
 
+def close_quietly(db: Database) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        db.close()
+
+
+class ConnectionPool:
+    """Connections to one database file, kept open between uses: at most `size` idle at a time.
+
+    Opening one costs four PRAGMAs, and closing the last one checkpoints and deletes the WAL, so
+    that the next burst after an idle second starts by creating it again. `take` never waits:
+    with every kept connection in use (a thread or greenlet each), it opens one more, which
+    `give_back` closes when `size` are idle already. A connection that met an error saying the
+    database cannot be written, or that is still inside a transaction, is closed, not kept.
+    """
+
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size  # size 0: none kept, each use opens and closes its own
+        self.closed = False
+        self._idle: queue.LifoQueue[Database] = queue.LifoQueue(maxsize=max(size, 1))
+
+    def take(self) -> Database:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return connect(self.path)
+
+    def give_back(self, db: Database, broken: bool = False) -> None:
+        if broken or self.closed or self.size < 1 or db.conn.in_transaction:
+            close_quietly(db)
+            return
+        try:
+            self._idle.put_nowait(db)
+        except queue.Full:
+            close_quietly(db)
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when they are given back."""
+        self.closed = True
+        while True:
+            try:
+                close_quietly(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(path: str, size: int = DEFAULT_POOL_SIZE) -> ConnectionPool:
+    """This process's pool for the database at `path`, made with `size` at first use."""
+    with _pools_lock:
+        pool = _pools.get(path)
+        if pool is None:
+            pool = _pools[path] = ConnectionPool(path, size)
+        return pool
+
+
+def close_pool(path: str) -> None:
+    """Close the pool of `path` and forget it (a test's app is done; its data dir goes)."""
+    with _pools_lock:
+        pool = _pools.pop(path, None)
+    if pool is not None:
+        pool.close()
+
+
+def close_pools() -> None:
+    for path in list(_pools):
+        close_pool(path)
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child must not use, nor close, its parent's connections: it starts its own pools."""
+    global _pools, _pools_lock
+    _pools, _pools_lock = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+@contextlib.contextmanager
+def pooled(path: str) -> Iterator[Database]:
+    """A connection from the pool for work outside a request: the lease keeper, a transfer's end."""
+    pool = pool_for(path)
+    db = pool.take()
+    try:
+        yield db
+    except BaseException as exc:
+        pool.give_back(db, broken=isinstance(exc, sqlite3.Error))
+        raise
+    pool.give_back(db)
+
+
 def get_db() -> Database:
-    """The request's database connection."""
+    """The request's database connection, taken from the pool at its first use."""
     if "db" not in g:
-        g.db = connect(current_app.config["DATABASE"])
+        g.db = pool_for(current_app.config["DATABASE"]).take()
     return g.db
 
 
-def close_db(_exc: BaseException | None = None) -> None:
+def discard_db() -> None:
+    """Close the request's connection instead of giving it back: it met an error that says the
+    database cannot be written (a full disk...), and a fresh one is safer than one that did."""
     db = g.pop("db", None)
     if db is not None:
-        db.close()
+        close_quietly(db)
+
+
+def close_db(exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        pool_for(current_app.config["DATABASE"]).give_back(db, broken=isinstance(exc, sqlite3.Error))
 
 
 class PendingMigrations:
@@ -112,6 +211,7 @@ class PendingMigrations:
 
 
 def init_app(app: Flask) -> None:
+    pool_for(app.config["DATABASE"], int(app.config["DATABASE_CONNECTIONS"]))
     app.teardown_appcontext(close_db)
     try:
         migrate(app.config["DATABASE"])

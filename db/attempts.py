@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from db import select_rows
+
 
 def purge_attempts(db: Database, now: float) -> None:
     db.execute("DELETE FROM attempts WHERE expires_at <= ?", [now])
@@ -23,9 +25,8 @@ def add_attempt_within(db: Database, key: str, most: int, now: float, expires_at
 
 def next_expiry(db: Database, key: str, now: float) -> float | None:
     """When the oldest attempt counted against `key` drops out, freeing a place."""
-    rows = list(
-        db.query("SELECT MIN(expires_at) AS at FROM attempts WHERE key = ? AND expires_at > ?", [key, now])
-    )
+    sql = "SELECT MIN(expires_at) AS at FROM attempts WHERE key = ? AND expires_at > ?"
+    rows = select_rows(db, sql, [key, now])
     return rows[0]["at"]
 
 

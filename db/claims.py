@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from db import select_rows
+
 
 @dataclass(frozen=True)
 class LapsedClaim:
@@ -79,7 +81,7 @@ def lapsed_claims(db: Database, now: float, link_id: int | None = None) -> list[
     if link_id is not None:
         where, params = where + " AND link_id = ?", [*params, link_id]
     sql = f"SELECT id, link_id, state, length, lease_until FROM claims WHERE {where}"
-    return [LapsedClaim(**row) for row in db.query(sql, params)]
+    return [LapsedClaim(**row) for row in select_rows(db, sql, params)]
 
 
 def settle_lapsed_claim(db: Database, claim: LapsedClaim) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from db import select_rows
+
 
 @dataclass(frozen=True)
 class ProfileRecord:
@@ -17,7 +19,7 @@ class ProfileRecord:
 
 def _query(db: Database, where: str = "1", params: list | None = None) -> list[ProfileRecord]:
     sql = f"SELECT id, name, wrapped_key, created_at FROM encryption_profiles WHERE {where} ORDER BY name"
-    return [ProfileRecord(**row) for row in db.query(sql, params or [])]
+    return [ProfileRecord(**row) for row in select_rows(db, sql, params or [])]
 
 
 def list_profiles(db: Database) -> list[ProfileRecord]:

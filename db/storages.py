@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
+from db import select_rows
+
 
 @dataclass(frozen=True)
 class StorageRecord:
@@ -21,12 +23,13 @@ def _storage(row: dict) -> StorageRecord:
 
 
 def get_storage(db: Database, storage_id: str) -> StorageRecord | None:
-    rows = list(db.query("SELECT id, name, kind, config FROM storages WHERE id = ?", [storage_id]))
+    rows = select_rows(db, "SELECT id, name, kind, config FROM storages WHERE id = ?", [storage_id])
     return _storage(rows[0]) if rows else None
 
 
 def list_storages(db: Database) -> list[StorageRecord]:
-    return [_storage(row) for row in db.query("SELECT id, name, kind, config FROM storages ORDER BY id")]
+    rows = select_rows(db, "SELECT id, name, kind, config FROM storages ORDER BY id")
+    return [_storage(row) for row in rows]
 
 
 def insert_storage(db: Database, record: StorageRecord) -> None:

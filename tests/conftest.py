@@ -20,7 +20,7 @@ from app import create_app
 from core.accounts import create_user
 from core.links import LinkRequest, create_link
 from core.storages import add_s3_storage
-from db import connect
+from db import close_pool, connect
 from db.storages import StorageRecord, get_storage, insert_storage
 from encryption.format import encrypt_stream, new_header
 from encryption.keys import profile_names
@@ -48,7 +48,10 @@ def backups(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def app(tmp_path: Path, backups: Path):
-    return make_app(tmp_path / "instance", backups)
+    app = make_app(tmp_path / "instance", backups)
+    yield app
+    app.extensions["oncelink_purge"].wait()
+    close_pool(app.config["DATABASE"])  # the connections it kept open, before its folder goes
 
 
 @pytest.fixture

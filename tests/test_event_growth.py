@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core.links import LinkRequest, create_link, purge_dead_links
+from core.links import LinkRequest, create_link
+from core.purging import purge_dead_links
 from db import connect
 from db.events import Client, list_events, record_link_event
+from db.links import get_link
 from encryption.keys import Keyring
 from tests.conftest import mint as mint_token
 
@@ -110,14 +112,24 @@ def test_events_without_a_link_go_after_the_retention_and_not_before(db):
     assert [e.event for e in list_events(db, alive.id)] == ["created"]  # a live link keeps its history
 
 
-def test_nothing_is_purged_when_the_event_delete_fails(db):
-    """The link purge and the event purge commit together: a failure keeps both."""
-    link = mint(db, ttl=1).link
-    db.execute("CREATE TRIGGER refuse BEFORE DELETE ON link_events BEGIN SELECT RAISE(ABORT, 'no'); END")
+def test_each_purge_step_commits_whole_or_not_at_all(db):
+    """Steps commit on their own: a failed one keeps every row of its batch, the steps before it
+    stay done, and the next purge finishes the work."""
+    links = [mint(db, ttl=1).link for _ in range(3)]
+    refuse = "BEGIN SELECT RAISE(ABORT, 'no'); END"
+    db.execute(f"CREATE TRIGGER refuse BEFORE DELETE ON links WHEN old.id = {links[1].id} {refuse}")
     with pytest.raises(sqlite3.IntegrityError, match="no"):
         purge_dead_links(db, 0, NOW + 10)
-    assert [e.event for e in list_events(db, link.id)] == ["created"]
-    assert db.execute("SELECT COUNT(*) FROM links WHERE id = ?", [link.id]).fetchone()[0] == 1
+    assert [get_link(db, link.id) is not None for link in links] == [True, True, True]  # one batch
+    db.execute("DROP TRIGGER refuse")
+    db.execute(f"CREATE TRIGGER refuse BEFORE DELETE ON link_events {refuse}")
+    with pytest.raises(sqlite3.IntegrityError, match="no"):
+        purge_dead_links(db, 0, NOW + 10)
+    assert [get_link(db, link.id) for link in links] == [None, None, None]
+    assert [[e.event for e in list_events(db, link.id)] for link in links] == [["created"]] * 3
+    db.execute("DROP TRIGGER refuse")
+    assert purge_dead_links(db, 0, NOW + 10) == 0
+    assert [list_events(db, link.id) for link in links] == [[], [], []]
 
 
 def database_size(app) -> int:

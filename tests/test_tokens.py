@@ -8,7 +8,8 @@ import time
 import pytest
 
 from core import tokens
-from core.links import LinkRequest, create_link, purge_dead_links, revoke_link
+from core.links import LinkRequest, create_link, revoke_link
+from core.purging import purge_dead_links
 from db import connect
 from db.events import Client, list_events, record_link_event
 from db.links import get_link

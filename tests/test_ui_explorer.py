@@ -230,12 +230,15 @@ def test_commands_quote_hostile_names():
     assert shlex.split(commands.wget) == ["wget", "-O", "it's $(rm -rf ~) `x`.tar", "http://h/x?token=a&b"]
 
 
-def test_minting_in_the_dialog_purges_links_long_dead(app, client, auth, db):
+def test_minting_in_the_dialog_purges_links_long_dead(app, client, auth, db, monkeypatch):
+    """In the background, once the purge interval has passed (here: at once)."""
+    monkeypatch.setattr(app.extensions["oncelink_purge"], "interval_seconds", 0)
     auth.login("operator")
     old = mint(app, "small.txt", ttl=1)
     week_ago = time.time() - 8 * 86400
     db.execute("UPDATE links SET expires_at = ? WHERE token_hash = ?", [week_ago, hash_token(old)])
     form = {"path": "small.txt", "csrf_token": auth.csrf_token}
     assert client.post("/browse/local/link", data=form, headers=HX).status_code == 200
+    app.extensions["oncelink_purge"].wait()
     assert find_link(db, hash_token(old)) is None
     assert len(list_links(db)) == 1

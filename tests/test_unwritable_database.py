@@ -33,7 +33,8 @@ def files(backups):
 @contextlib.contextmanager
 def unwritable_database():
     """Every connection the app opens meanwhile refuses writes (SQLITE_READONLY), as one does whose
-    disk is full; connections opened before (the tests' own) are untouched."""
+    disk is full; connections opened before (the tests' own) are untouched. The connections the app
+    keeps open are closed before, so that it opens new ones, and after, so that it keeps none of those."""
     writable_connect = db.connect
 
     def read_only(path: str):
@@ -41,9 +42,11 @@ def unwritable_database():
         database.execute("PRAGMA query_only = ON")
         return database
 
+    db.close_pools()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(db, "connect", read_only)
         yield
+    db.close_pools()
 
 
 def links_in(app) -> list:
