@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -12,6 +11,7 @@ from flask import Response, abort, make_response, redirect, render_template, req
 from flask_login import current_user
 from markupsafe import Markup
 
+from core.downloads import invisible
 from extensions import login_manager
 
 
@@ -103,7 +103,7 @@ def clock(seconds: float) -> str:
 
 def _shown(character: str) -> str:
     """Invisible and direction-changing characters (U+202E, zero-width spaces...) as escapes."""
-    if unicodedata.category(character) in ("Cc", "Cf"):
+    if invisible(character):
         return f"\\u{ord(character):04x}" if ord(character) <= 0xFFFF else f"\\U{ord(character):08x}"
     return character
 

@@ -111,7 +111,7 @@ def choose_range(size: int, range_header: str | None, if_range: str | None, etag
     return start, min(_position(last) + 1, size) if last else size
 
 
-def _invisible(character: str) -> bool:
+def invisible(character: str) -> bool:
     """Controls and format characters (U+202E...): they could reorder or hide part of a saved name."""
     return unicodedata.category(character) in ("Cc", "Cf")
 
@@ -126,7 +126,7 @@ def content_disposition(filename: str, ascii_only: bool = False) -> str:
     else sends (a presigned URL's response-content-disposition): the fallback then keeps
     only the name's ASCII letters.
     """
-    fallback = "".join("_" if _invisible(c) or c in '\\"' else c for c in filename)
+    fallback = "".join("_" if invisible(c) or c in '\\"' else c for c in filename)
     if ascii_only:
         fallback = unicodedata.normalize("NFKD", fallback).encode("ascii", "ignore").decode() or "download"
     value = f'attachment; filename="{fallback.encode().decode("latin-1")}"'
@@ -173,7 +173,7 @@ def inspect_download(
     try:
         download = _download(link, opened, request)
         if opened.key is not None:  # a plain file has nothing to verify; on S3 this would cost a GET
-            _primed_content(db, link, opened, download, request, now)
+            _primed_content(db, opened, download, request, now)
     finally:
         opened.source.close()
     record_link_event(db, event, link, now, request.client)
@@ -196,7 +196,7 @@ def _redirect(
 
 
 def _primed_content(
-    db: Database, link: Link, opened: OpenedDelivery, download: Download, request: DownloadRequest, now: float
+    db: Database, opened: OpenedDelivery, download: Download, request: DownloadRequest, now: float
 ) -> Content:
     """The range to send; a stream's first piece is pulled now, so that a damaged encrypted file
     fails before any claim is taken or header sent (its final chunk is verified first)."""
@@ -205,7 +205,7 @@ def _primed_content(
         try:
             content.prime()
         except IntegrityError:
-            record_link_event(db, EventKind.INTEGRITY, link, now, request.client, reason="chunk")
+            record_link_event(db, EventKind.INTEGRITY, download.link, now, request.client, reason="chunk")
             raise
     return content
 
@@ -218,7 +218,7 @@ def _claimed_body(
     serving: Serving,
     now: float,
 ) -> TransferBody:
-    content = _primed_content(db, download.link, opened, download, request, now)
+    content = _primed_content(db, opened, download, request, now)
     keeper = serving.keeper
     span = tokens.Span(download.start, download.stop, download.delivery.size)
     claimed_at = time.monotonic()

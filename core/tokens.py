@@ -36,6 +36,8 @@ class TokenUnavailable(Exception):
 class TokenBusy(Exception):
     """Every use the link has left is held by a running transfer."""
 
+    reason = "busy"  # for the event log, like TokenUnavailable's
+
 
 @dataclass(frozen=True)
 class Span:
@@ -130,6 +132,19 @@ def _refusal(db: Database, link_id: int, now: float) -> TokenUnavailable | Token
     return TokenUnavailable("bytes", link)
 
 
+def _decided(
+    db: Database, link: Link, taken: bool, kind: EventKind, details: dict, now: float, client: Client
+) -> TokenUnavailable | TokenBusy | None:
+    """Record how a claim or a use was decided, in the transaction that decided it: the event
+    `kind` when taken, else a `rejected` event; returns the refusal to raise once committed."""
+    if taken:
+        record_link_event(db, kind, link, now, client, **details)
+        return None
+    refusal = _refusal(db, link.id, now)
+    record_link_event(db, EventKind.REJECTED, link, now, client, reason=refusal.reason)
+    return refusal
+
+
 def claim_link(
     db: Database, token: str, span: Span, lease_seconds: float, now: float, client: Client = Client()
 ) -> Claim:
@@ -148,12 +163,7 @@ def claim_link(
             now=now,
             until=now + lease_seconds,
         )
-        refusal = None if taken else _refusal(db, link.id, now)
-        reason = getattr(refusal, "reason", "busy")
-        kind, details = (
-            (EventKind.STARTED, {"bytes": span.start}) if taken else (EventKind.REJECTED, {"reason": reason})
-        )
-        record_link_event(db, kind, link, now, client, **details)
+        refusal = _decided(db, link, taken, EventKind.STARTED, {"bytes": span.start}, now, client)
     if refusal is not None:
         raise refusal
     return Claim(claim_id, link, span)
@@ -165,10 +175,7 @@ def consume_link(db: Database, token: str, now: float, client: Client = Client()
     with write_transaction(db):
         settle_lapsed_claims(db, now, link.id)
         taken = queries.consume_use(db, hash_token(token), now)
-        refusal = None if taken else _refusal(db, link.id, now)
-        reason = getattr(refusal, "reason", "busy")
-        kind, details = (EventKind.REDIRECTED, {}) if taken else (EventKind.REJECTED, {"reason": reason})
-        record_link_event(db, kind, link, now, client, **details)
+        refusal = _decided(db, link, taken, EventKind.REDIRECTED, {}, now, client)
     if refusal is not None:
         raise refusal
     return link

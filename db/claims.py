@@ -66,15 +66,6 @@ def insert_claim(
     return cursor.rowcount == 1
 
 
-def reserved_bytes(db: Database, link_id: int) -> int:
-    rows = db.execute("SELECT COALESCE(SUM(length), 0) FROM claims WHERE link_id = ?", [link_id])
-    return rows.fetchone()[0]
-
-
-def count_claims(db: Database, link_id: int) -> int:
-    return db.execute("SELECT COUNT(*) FROM claims WHERE link_id = ?", [link_id]).fetchone()[0]
-
-
 def lapsed_claims(db: Database, now: float, link_id: int | None = None) -> list[LapsedClaim]:
     """Claims whose lease ran out: their worker died, froze, or could not write."""
     where, params = "lease_until <= ?", [now]
