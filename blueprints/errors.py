@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+from dataclasses import dataclass
 
 from flask import Flask, Response, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -27,7 +28,9 @@ from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, Un
 
 log = logging.getLogger(__name__)
 
-LINK_UNAVAILABLE_MESSAGE = "This link is invalid, has expired, was revoked or has been used up."
+LINK_UNAVAILABLE_MESSAGE = (
+    "This link has been used up, has expired or was revoked, or it is not a link this server made."
+)
 UNWRITABLE_MESSAGE = "Oncelink cannot write to its database right now, so nothing was saved; try again later."
 PUBLIC_UNWRITABLE_MESSAGE = "Downloads are unavailable for a moment; this link was not used. Try again later."
 UNWRITABLE_RETRY_SECONDS = 30  # a full disk is freed by a person or a cron job, not in a second
@@ -49,15 +52,56 @@ STATUS_FOR = {
 }
 
 
+@dataclass(frozen=True)
+class PublicRefusal:
+    """How a refused public download reads: `reason` is the status line's phrase, which is all
+    that wget prints ("ERROR 410: Link used up, ..."); `heading` titles the landing page."""
+
+    reason: str | None
+    heading: str
+
+
+# One answer for every dead token (unknown ones included), so that a token cannot be probed.
+PUBLIC_REFUSALS = {
+    400: PublicRefusal("Incomplete link", "This link is incomplete"),
+    404: PublicRefusal("File no longer in the storage", "The file is no longer there"),
+    409: PublicRefusal("Link busy: a download of it is running", "This link is being downloaded right now"),
+    410: PublicRefusal("Link used up, expired, revoked or unknown", "This link no longer works"),
+    416: PublicRefusal(None, "That part of the file does not exist"),
+    422: PublicRefusal(None, "The file cannot be sent"),
+    429: PublicRefusal("Too many failed attempts, wait", "Too many failed attempts"),
+    500: PublicRefusal(None, "The file could not be read"),
+    503: PublicRefusal("Unavailable for a moment, link not used", "Downloads are unavailable for a moment"),
+}
+UNKNOWN_REFUSAL = PublicRefusal(None, "This download did not work")
+
+
 def respond(status: int, message: str) -> Response:
     """The answer for an error, as JSON, a page or a fragment depending on who asked."""
+    if request.blueprint == "public":
+        return public_refusal(status, message)
     return make_response(*_respond(status, message))
 
 
+def public_refusal(status: int, message: str) -> Response:
+    """A refused public download: a page for a person in a browser (no session cookie), the new
+    state for the landing page re-checking its link, JSON for scripts; a readable status line."""
+    refusal = PUBLIC_REFUSALS.get(status, UNKNOWN_REFUSAL)
+    context = {"status": status, "refusal": refusal, "message": message}
+    if is_htmx():  # htmx and Chromium log any 4xx as a console error: this answer is the new state
+        response = make_response(render_template("public/_link_state.html", **context))
+        response.vary.add("HX-Request")
+        return response
+    if prefers_html(request.headers.get("Accept")):
+        response = make_response(render_template("public/landing.html", **context), status)
+    else:
+        response = make_response(*api_error(status, message))
+    if refusal.reason:
+        response.status = f"{status} {refusal.reason}"
+    return response
+
+
 def _respond(status: int, message: str):
-    if request.blueprint == "public" and prefers_html(request.headers.get("Accept")):
-        # A person who opened a link in a browser: a page, without a session cookie.
-        return render_template("public/landing.html", status=status, message=message), status
     if request.path.startswith("/api/"):
         return api_error(status, message)
     if is_htmx():  # swapped into the part of the page that asked, as the message
@@ -84,7 +128,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(TokenUnavailable)
     def token_unavailable(_exc):
-        return respond(401, LINK_UNAVAILABLE_MESSAGE)
+        return respond(410, LINK_UNAVAILABLE_MESSAGE)
 
     @app.errorhandler(TokenBusy)
     def token_busy(_exc):

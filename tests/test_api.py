@@ -190,7 +190,7 @@ def test_links_are_listed_revoked_and_their_events_shown(app, client, auth):
     events = client.get(f"/api/links/{minted['id']}/events").get_json()["events"]
     assert [e["event"] for e in events] == ["created", "revoked"]
     token = minted["url"].split("token=")[1]
-    assert client.get(f"/api/storage/public-download?token={token}").status_code == 401
+    assert client.get(f"/api/storage/public-download?token={token}").status_code == 410
 
 
 def test_running_transfers_are_listed_with_their_link(app, client, auth):

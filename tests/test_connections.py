@@ -49,7 +49,7 @@ def test_downloads_and_their_claims_reuse_one_connection(app, client, opened):
     for token in tokens:
         with client.get(URL + token) as response:
             assert response.status_code == 200 and response.data == DATA
-        assert client.get(URL + token).status_code == 401
+        assert client.get(URL + token).status_code == 410
     assert opened == [app.config["DATABASE"]]
 
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from blueprints.errors import LINK_UNAVAILABLE_MESSAGE
 from db import connect
 from db.events import list_events
 from db.links import list_links
@@ -39,7 +40,7 @@ def link_state(app):
         db.close()
 
 
-def test_download_once_then_401(app, client):
+def test_download_once_then_410(app, client):
     token = mint(app, "db.sql.gz")
     response = get(client, token)
     assert response.status_code == 200
@@ -53,19 +54,31 @@ def test_download_once_then_401(app, client):
     assert headers["ETag"].startswith('"') and not headers["ETag"].startswith("W/")
     assert "Set-Cookie" not in headers
     again = get(client, token)
-    assert again.status_code == 401
-    assert again.get_json() == {
-        "success": False,
-        "error": "This link is invalid, has expired, was revoked or has been used up.",
-    }
+    assert again.status == "410 Link used up, expired, revoked or unknown"  # all that wget prints
+    assert again.get_json() == {"success": False, "error": LINK_UNAVAILABLE_MESSAGE}
+    assert again.headers["Cache-Control"] == "no-store" and again.headers["Referrer-Policy"] == "no-referrer"
     assert link_state(app) == (1, ["created", "started", "completed", "rejected"])
+
+
+def test_every_dead_link_gets_the_same_answer(app, client, runner, db):
+    """Used, expired, revoked or never made: one status line, one body, so no token can be probed."""
+    used, expired, revoked = (mint(app, "db.sql.gz") for _ in range(3))
+    get(client, used)
+    db.execute("UPDATE links SET expires_at = 1 WHERE id = 2")
+    assert runner.invoke(args=["links", "revoke", "3"]).exit_code == 0
+    html = {"Accept": "text/html"}
+    for headers in ({}, html):
+        answers = {
+            (r.status, r.data) for r in (get(client, t, **headers) for t in (used, expired, revoked, "x"))
+        }
+        assert len(answers) == 1 and answers.pop()[0].startswith("410 ")
 
 
 def test_missing_and_broken_tokens(client):
     assert client.get("/api/storage/public-download").status_code == 400
     assert client.get(URL).status_code == 400
     for token in ("x", "a" * 43, "%00", "💥" * 10, "a" * 100_000):
-        assert get(client, token).status_code == 401
+        assert get(client, token).status_code == 410
 
 
 def test_unknown_tokens_are_logged_without_the_token(app, client):
@@ -92,7 +105,7 @@ def test_resume_from_an_offset_counts_as_the_use(app, client):
     assert response.data == DATA[1000:]
     assert response.headers["Content-Range"] == f"bytes 1000-{len(DATA) - 1}/{len(DATA)}"
     assert response.headers["Content-Length"] == str(len(DATA) - 1000)
-    assert get(client, token).status_code == 401
+    assert get(client, token).status_code == 410
 
 
 def test_a_range_short_of_the_end_does_not_use_the_link(app, client):
@@ -124,7 +137,7 @@ def test_empty_file(app, client):
     token = mint(app, "empty.bin")
     response = get(client, token)
     assert response.status_code == 200 and response.data == b""
-    assert get(client, token).status_code == 401
+    assert get(client, token).status_code == 410
 
 
 def test_non_ascii_filename_uses_rfc6266(app, client):
@@ -161,7 +174,7 @@ def test_a_busy_link_is_409(app, client):
     assert second.headers["Retry-After"]
     assert b"".join(first.response) == DATA
     first.close()
-    assert get(client, token).status_code == 401
+    assert get(client, token).status_code == 410
 
 
 def test_file_gone_is_404_and_the_link_survives(app, client, backups):
@@ -201,7 +214,7 @@ def test_failed_attempts_are_rate_limited_and_good_downloads_do_not_count(tmp_pa
     client = app.test_client()
     good = [mint(app, "db.sql.gz") for _ in range(5)]
     assert [get(client, token).status_code for token in good] == [200] * 5
-    assert [get(client, f"guess-{n}").status_code for n in range(4)] == [401, 401, 401, 429]
+    assert [get(client, f"guess-{n}").status_code for n in range(4)] == [410, 410, 410, 429]
 
 
 def test_an_address_past_the_limit_is_still_served_a_valid_link(tmp_path, backups):
@@ -212,7 +225,7 @@ def test_an_address_past_the_limit_is_still_served_a_valid_link(tmp_path, backup
     used = mint(app, "db.sql.gz")
     assert get(client, used).status_code == 200
     codes = [get(client, token).status_code for token in ("", "guess", used)]
-    assert codes == [400, 401, 401]  # no token, an unknown one, a used one: three failures
+    assert codes == [400, 410, 410]  # no token, an unknown one, a used one: three failures
     refused = get(client, "guess")
     assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
     token = mint(app, "db.sql.gz")
@@ -223,7 +236,7 @@ def test_an_address_past_the_limit_is_still_served_a_valid_link(tmp_path, backup
     assert get(client, token).status_code == 429  # used up, it is a guess like any other
     other_address = app.test_client()
     other_address.environ_base["REMOTE_ADDR"] = "192.0.2.7"
-    assert get(other_address, "guess").status_code == 401
+    assert get(other_address, "guess").status_code == 410
 
 
 def test_ranges_short_of_the_end_cannot_fetch_a_file_again_and_again(app, client):
@@ -232,7 +245,7 @@ def test_ranges_short_of_the_end_cannot_fetch_a_file_again_and_again(app, client
     token = mint(app, "db.sql.gz")
     almost_all = f"bytes=0-{len(DATA) - 2}"
     codes = [get(client, token, Range=almost_all).status_code for _ in range(3)]
-    assert codes == [206, 206, 401]
+    assert codes == [206, 206, 410]
     uses, events = link_state(app)
     assert uses == 0 and events[-1] == "rejected"
     assert get(client, token, Range="bytes=-2").status_code == 206  # what is left still fits
@@ -242,7 +255,7 @@ def test_the_budget_holds_for_small_ranges(app, client, backups):
     (backups / "k.bin").write_bytes(DATA[:1024])
     token = mint(app, "k.bin")
     codes = [get(client, token, Range="bytes=0-1022").status_code for _ in range(3)]
-    assert codes == [206, 206, 401]  # 2,046 bytes handed out of a budget of 2,048
+    assert codes == [206, 206, 410]  # 2,046 bytes handed out of a budget of 2,048
 
 
 def test_a_same_size_same_mtime_replacement_changes_the_etag(app, client, backups):

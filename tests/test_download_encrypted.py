@@ -61,7 +61,7 @@ def test_decrypted_download_has_the_plain_name_length_and_bytes(app, client, sea
     assert response.headers["Content-Length"] == str(len(PLAIN))
     assert response.headers["Content-Disposition"] == 'attachment; filename="dump.sql.gz"'
     assert response.headers["ETag"] == head.headers["ETag"]
-    assert get(client, token).status_code == 401
+    assert get(client, token).status_code == 410
     assert events(app) == ["created", "head", "started", "completed", "rejected"]
 
 
@@ -72,7 +72,7 @@ def test_resume_inside_the_plaintext(app, client, sealed):
     assert response.status_code == 206
     assert response.data == PLAIN[offset:]
     assert response.headers["Content-Range"] == f"bytes {offset}-{len(PLAIN) - 1}/{len(PLAIN)}"
-    assert get(client, token).status_code == 401
+    assert get(client, token).status_code == 410
 
 
 def test_encrypted_output_when_asked(app, client, sealed):

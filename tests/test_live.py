@@ -41,12 +41,12 @@ def small(live_server) -> bytes:
     return make_file(live_server.backups, "small.tar.gz", 3 * MIB + 17)
 
 
-def test_curl_downloads_once_then_gets_401(live_server, small, tmp_path):
+def test_curl_downloads_once_then_gets_410(live_server, small, tmp_path):
     url = live_server.link("small.tar.gz")
     result = curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", url)
     assert result.stdout == "200"
     assert (tmp_path / "out").read_bytes() == small
-    assert status_of(url) == 401
+    assert status_of(url) == 410
     link, events = link_record(live_server, url)
     assert link.uses == 1
     completed = [e for e in events if e.event == "completed"]
@@ -59,7 +59,7 @@ def test_thirty_parallel_requests_give_exactly_one_200(live_server, small):
     with ThreadPoolExecutor(30) as pool:
         codes = list(pool.map(lambda _: status_of(url), range(30)))
     assert codes.count(200) == 1, codes
-    assert set(codes) <= {200, 401, 409}, codes
+    assert set(codes) <= {200, 410, 409}, codes
     wait_for(lambda: outcome_events(live_server, url) == ["completed"], "the one transfer to finish")
     assert link_record(live_server, url)[0].uses == 1
 
@@ -99,7 +99,7 @@ def test_a_client_that_reads_half_and_disconnects_leaves_the_link_usable(live_se
 def test_wget_continue_after_a_killed_wget_finishes_and_uses_the_link(live_server, big, tmp_path):
     url = live_server.link("big.bin")
     wget_killed_then_continued(live_server, url, tmp_path / "big.bin", big)
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_curl_continue_resumes_too(live_server, big, tmp_path):
@@ -110,17 +110,17 @@ def test_curl_continue_resumes_too(live_server, big, tmp_path):
     result = curl("-C", "-", "-o", str(target), "-w", "%{http_code}", url)
     assert result.stdout == "206"
     assert target.read_bytes() == big
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
-def test_expired_link_is_401(live_server, small):
+def test_expired_link_is_410(live_server, small):
     url = live_server.link("small.tar.gz")
     db = connect(live_server.app.config["DATABASE"])
     db.execute(
         "UPDATE links SET expires_at = ? WHERE token_hash = ?", [time.time() - 1, hash_token(token_of(url))]
     )
     db.close()
-    assert status_of(url) == 401
+    assert status_of(url) == 410
     assert link_record(live_server, url)[1][-1].reason == "expired"
 
 
@@ -177,8 +177,8 @@ def test_logs_never_show_a_token_whatever_its_spelling(live_server, small):
     respelled = [f"tok%65n={token}", f"%74oken={token}", f"TOKEN={token}", f"token={token}&token={token}"]
     assert [status_of(base + query) for query in respelled] == [400] * 4  # only `token=` is accepted
     assert status_of(url) == 200
-    assert status_of(url) == 401
-    assert status_of(base + "token=made-up-token-value") == 401
+    assert status_of(url) == 410
+    assert status_of(base + "token=made-up-token-value") == 410
     wait_for(
         lambda: live_server.access_log.read_text().count("public-download?") >= 7, "the access log lines"
     )
@@ -196,7 +196,7 @@ def test_restart_keeps_unexpired_links(start_server, tmp_path):
     moved = url.replace(server.url, restarted.url)
     assert curl("-o", str(tmp_path / "out"), "-w", "%{http_code}", moved).stdout == "200"
     assert (tmp_path / "out").read_bytes() == data
-    assert status_of(moved) == 401
+    assert status_of(moved) == 410
 
 
 def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
@@ -218,7 +218,7 @@ def test_cli_and_api_key_mint_links_that_work(live_server, small, tmp_path):
     key = flask("apikeys", "create", "--user", "robot")
     status, minted = mint_over_http(live_server, key, "local", {"file": "small.tar.gz", "uses": 2})
     assert status == 200 and minted["success"] is True and minted["uses"] == 2
-    assert [status_of(minted["url"]) for _ in range(3)] == [200, 200, 401]
+    assert [status_of(minted["url"]) for _ in range(3)] == [200, 200, 410]
 
 
 def test_a_client_that_stops_reading_loses_the_lease(live_server, big, tmp_path):

@@ -226,7 +226,7 @@ def test_a_full_disk_refuses_with_503_and_never_gives_a_link_twice(server, small
     target = tmp_path / "out"
     wait_for(lambda: whole_download(url, target), "the link to work again once space returned")
     assert target.read_bytes() == data
-    assert status_of(url) == 401
+    assert status_of(url) == 410
     again = fetch(server, "POST", "/api/storage/local/download-url", {"file": "big.bin"}, key)
     assert again.status == 200 and again.json()["success"] is True
 

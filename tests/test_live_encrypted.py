@@ -42,7 +42,7 @@ def test_curl_and_wget_get_the_plain_dump(live_server, dump, tmp_path):
     url = live_server.link("dump.sql.gz.enc")
     subprocess.run(["wget", "-q", "-O", str(target), url], check=True, timeout=120)
     assert target.read_bytes() == plain
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_wget_continue_resumes_a_decrypted_download(live_server, dump, tmp_path):
@@ -50,7 +50,7 @@ def test_wget_continue_resumes_a_decrypted_download(live_server, dump, tmp_path)
     url = live_server.link("dump.sql.gz.enc")
     target = tmp_path / "dump.sql.gz"
     wget_killed_then_continued(live_server, url, target, plain)
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_encrypted_output_is_the_stored_bytes(live_server, dump, tmp_path):

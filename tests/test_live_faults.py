@@ -68,7 +68,7 @@ def test_a_worker_frozen_past_its_lease_never_delivers_a_second_copy(start_serve
     link = link_record(server, url)[0]
     assert link.uses == 1 and link.max_uses == 1
     assert [kind for kind, _ in events_of(server, url)].count("completed") == 1
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_a_reset_before_the_last_bytes_leaves_the_link_usable(live_server, tmp_path):
@@ -82,7 +82,7 @@ def test_a_reset_before_the_last_bytes_leaves_the_link_usable(live_server, tmp_p
     assert link_record(live_server, url)[0].uses == 0
     assert resume_with_curl(url, bytes(client.body), tmp_path / "near-end.bin") == "206"
     assert (tmp_path / "near-end.bin").read_bytes() == data
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_a_slow_steady_reader_is_never_cut_off(start_server):
@@ -125,7 +125,7 @@ def test_a_three_use_link_serves_three_clients_at_once(live_server):
         bodies = list(pool.map(RawDownload.read_to_end, clients))
     assert bodies == [data] * 3
     wait_for(lambda: outcome_events(live_server, url) == ["completed"] * 3, "three completed transfers")
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 @pytest.mark.parametrize("uses", [1, 5])
@@ -141,7 +141,7 @@ def test_fifty_racing_clients_get_exactly_as_many_copies_as_uses(live_server, us
     with ThreadPoolExecutor(50) as pool:
         codes = list(pool.map(fetch, range(50)))
     assert codes.count(200) == uses, codes
-    assert set(codes) <= {200, 401, 409}, codes
+    assert set(codes) <= {200, 410, 409}, codes
     wait_for(lambda: outcome_events(live_server, url) == ["completed"] * uses, "every transfer to finish")
     assert link_record(live_server, url)[0].uses == uses
 

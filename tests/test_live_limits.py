@@ -40,7 +40,7 @@ def served_by_each(server, connections, url: str, data: bytes) -> None:
     workers = [serving_worker(server.worker_pids(), server.port, c.port) for c in connections]
     assert len(set(workers)) == 2
     answers = [c.request("GET", f"{PUBLIC}guess-{n}") for n, c in zip(range(14), cycle(connections))]
-    assert [status for status, _, _ in answers] == [401] * 10 + [429] * 4
+    assert [status for status, _, _ in answers] == [410] * 10 + [429] * 4
     assert all(1 <= int(headers["retry-after"]) <= 60 for _, headers, _ in answers[10:])
     for connection in connections:
         assert connection.request("HEAD", PUBLIC + token)[0] == 200

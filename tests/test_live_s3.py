@@ -55,7 +55,7 @@ def test_single_use_download_with_curl(live_server, s3, tmp_path):
     out = tmp_path / "db.sql.gz"
     assert status_of(url, out) == 200
     assert out.read_bytes() == DATA
-    assert status_of(url) == 401
+    assert status_of(url) == 410
     assert link_record(live_server, url)[0].uses == 1
 
 
@@ -63,7 +63,7 @@ def test_parallel_race_gives_one_download(live_server, s3):
     url = live_server.link("db.sql.gz", storage="s3")
     with ThreadPoolExecutor(30) as pool:
         codes = list(pool.map(lambda _: status_of(url), range(30)))
-    assert codes.count(200) == 1 and set(codes) <= {200, 401, 409}, codes
+    assert codes.count(200) == 1 and set(codes) <= {200, 410, 409}, codes
     wait_for(lambda: outcome_events(live_server, url) == ["completed"], "the one transfer to finish")
 
 
@@ -94,7 +94,7 @@ def test_decrypted_download_of_an_encrypted_object(live_server, s3, tmp_path):
     url = live_server.link("db.sql.gz.enc", storage="s3")
     resumed = curl("-H", "Range: bytes=5000000-", "-o", str(tmp_path / "tail"), "-w", "%{http_code}", url)
     assert resumed.stdout == "206" and (tmp_path / "tail").read_bytes() == DATA[5_000_000:]
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_redirect_mode_with_curl_follow(live_server, s3, operator_key, tmp_path):
@@ -104,7 +104,7 @@ def test_redirect_mode_with_curl_follow(live_server, s3, operator_key, tmp_path)
     assert curl("-I", url).stdout.startswith("HTTP/1.1 200")  # HEAD never uses the link
     followed = curl("-L", "-o", str(tmp_path / "out"), "-w", "%{http_code} %{num_redirects}", url)
     assert followed.stdout == "200 1" and (tmp_path / "out").read_bytes() == DATA
-    assert status_of(url) == 401
+    assert status_of(url) == 410
     _, events = link_record(live_server, url)
     assert [e.event for e in events] == ["created", "head", "redirected", "rejected"]
 

@@ -75,7 +75,7 @@ def fetch(client: Client, targets: list[str], secret: bytes, inside: bytes) -> i
     assert secret[:16] not in body, f"the outside file went out with status {status}"
     assert status < 500, body
     assert status != 200 or body == inside
-    if status in (401, 409):  # used up (or its last uses still being counted): the next link
+    if status in (410, 409):  # used up (or its last uses still being counted): the next link
         targets.pop(0)
         assert targets, "ran out of links"
     return status
