@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from urllib.parse import unquote_plus
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, request, url_for
 
-from blueprints.guards import api_error, request_client
-from blueprints.links import iso
+from blueprints.guards import request_client
+from blueprints.links import iso, public_url
+from blueprints.pages import is_htmx, render_htmx
 from blueprints.responses import file_response
+from core.commands import fetch_commands
 from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
 from core.tokens import admit_attempt
@@ -21,16 +23,19 @@ bp = Blueprint("public", __name__)
 
 
 def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
-    """Name, size and expiry, and a Download button; looking at it never uses the link."""
+    """Name, size and expiry, a Download button and the commands for a terminal; looking at it
+    never uses the link. For htmx, only the link's state: the page re-reads it (core/landing.py)."""
     download = inspect_download(get_db(), asked, serving, time.time(), event=EventKind.PREVIEW)
-    page = render_template(
+    response = render_htmx(
         "public/landing.html",
+        "public/_link_state.html",
         download=download,
+        link=download.link,
         expires_at=iso(download.link.expires_at),
         server_now_ms=int(time.time() * 1000),
         download_url=url_for("public.download", token=asked.token),
+        commands=fetch_commands(public_url(asked.token), download.delivery.filename),
     )
-    response = Response(page, mimetype="text/html")
     response.vary.update(("Accept", "User-Agent"))
     return response
 
@@ -66,20 +71,22 @@ def download() -> Response:
     """GET: the file (a browser: the landing page). POST: the landing page's Download button.
 
     The button posts because mail scanners open every link in a page with a browser's headers,
-    but do not submit forms: a GET never counts as someone pressing Download.
+    but do not submit forms: a GET never counts as someone pressing Download. An htmx request is
+    the landing page re-reading the link's state: it never downloads either.
     """
     tokens = literal_tokens(request.query_string)
     token = tokens[0] if len(tokens) == 1 else ""
     limit_failures(token)
     if not token:
-        return api_error(400, "The link must carry exactly one token.")
+        abort(400, "The link must carry exactly one token.")
     asked = DownloadRequest(
         token,
         request.headers.get("Range"),
         request.headers.get("If-Range"),
         request_client(),
     )
-    if wants_landing_page(request.headers.get("Accept"), request.user_agent.string, request.method == "POST"):
+    accept, user_agent = request.headers.get("Accept"), request.user_agent.string
+    if is_htmx() or wants_landing_page(accept, user_agent, request.method == "POST"):
         return landing_page(asked, serving())
     if request.method == "HEAD":
         return file_response(inspect_download(get_db(), asked, serving(), time.time()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -44,6 +45,12 @@ class MintedLink:
     token: str
     link: Link
     delivery: Delivery
+    replaced: Link | None = None  # the link "Regenerate" was asked to retire, as it is now
+
+    @property
+    def revoked_replaced(self) -> bool:
+        """Regenerate revoked the link it replaces (in the same transaction, so at the same time)."""
+        return self.replaced is not None and self.replaced.revoked_at == self.link.created_at
 
     @property
     def handed_out_as(self) -> str:
@@ -158,6 +165,5 @@ def issue_link(
     same transaction: either the old link is retired and the new one exists, or neither."""
     delivery = describe_delivery(db, storage_id, request.file, keyring, request.decrypt)
     with write_transaction(db):
-        if replaces is not None:
-            revoke_if_unused(db, replaces, user, now, client)
-        return _mint(db, delivery, request, user, now, client)
+        replaced = revoke_if_unused(db, replaces, user, now, client) if replaces is not None else None
+        return dataclasses.replace(_mint(db, delivery, request, user, now, client), replaced=replaced)

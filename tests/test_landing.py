@@ -78,7 +78,14 @@ def test_browser_sees_a_landing_page_and_the_link_stays(app, client):
     page = client.get(URL + token, headers={"Accept": CHROME_ACCEPT, "User-Agent": CHROME_UA})
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "db.sql.gz" in page.text and "1.2 KiB" in page.text and "data-expires-at=" in page.text
-    assert f'<form method="post" action="/api/storage/public-download?token={token}">' in page.text
+    assert (
+        f'<form id="download-form" method="post" action="/api/storage/public-download?token={token}">'
+        in page.text
+    )
+    command = (
+        f"curl -fL -C - -o db.sql.gz &#39;http://localhost/api/storage/public-download?token={token}&#39;"
+    )
+    assert command in page.text and "wget -c --content-disposition &#39;http://localhost/" in page.text
     assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["Cache-Control"] == "no-store"
     assert "Set-Cookie" not in page.headers and "Accept" in page.headers["Vary"]
     assert uses(app) == 0
@@ -118,10 +125,54 @@ def test_dead_link_in_a_browser_is_a_page(app, client):
     token = mint(app, "db.sql.gz")
     client.get(URL + token, buffered=True)
     page = client.get(URL + token, headers={"Accept": CHROME_ACCEPT})
-    assert page.status_code == 401 and "<html" in page.text and "has been used up" in page.text
+    assert page.status_code == 410 and "<h1>This link no longer works</h1>" in page.text
+    assert (
+        "has been used up" in page.text and "<title>This link no longer works · Oncelink</title>" in page.text
+    )
     assert "Set-Cookie" not in page.headers
     scripted = client.get(URL + token)
-    assert scripted.status_code == 401 and scripted.get_json()["success"] is False
+    assert scripted.status_code == 410 and scripted.get_json()["success"] is False
+
+
+HX = {"HX-Request": "true", "Accept": "*/*"}  # what htmx sends: nothing says HTML
+
+
+def test_the_landing_page_re_reads_its_link_without_using_it(app, client):
+    token = mint(app, "db.sql.gz", uses=2)
+    state = client.get(URL + token, headers=HX)
+    assert state.status_code == 200 and "<html" not in state.text and "HX-Request" in state.headers["Vary"]
+    assert 'id="link-state"' in state.text and "works for 2 more downloads" in state.text
+    assert 'hx-trigger="focus from:window, submit from:#download-form delay:1s"' in state.text  # no polling
+    assert uses(app) == 0
+    client.get(URL + token, buffered=True)
+    assert "works for one download" in client.get(URL + token, headers=HX).text
+
+
+def test_the_landing_page_follows_a_running_download(app, client):
+    token = mint(app, "db.sql.gz")
+    running = client.post(URL + token, buffered=False)  # the Download button, its body still unread
+    state = client.get(URL + token, headers=HX).text
+    assert "Being downloaded right now" in state and "every 2s" in state and 'id="download-form"' not in state
+    b"".join(running.response)
+    running.close()
+    used = client.get(URL + token, headers=HX)
+    assert used.status_code == 200 and "<strong>This link is used up</strong>" in used.text
+    assert "hx-get" not in used.text and "Download" not in used.text  # nothing more to re-read
+    assert uses(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "heading"),
+    [
+        ("", "This link is incomplete"),
+        ("token=a&token=b", "This link is incomplete"),
+        ("token=x", "This link no longer works"),
+    ],
+)
+def test_every_refusal_has_a_human_heading(client, query, heading):
+    page = client.get(f"/api/storage/public-download?{query}", headers={"Accept": CHROME_ACCEPT})
+    assert page.status_code in (400, 410) and f"<h1>{heading}</h1>" in page.text
+    assert f"<h1>{page.status_code}</h1>" not in page.text
 
 
 def test_a_browser_gets_409_and_416_pages_not_500(app, client, backups):
@@ -133,7 +184,9 @@ def test_a_browser_gets_409_and_416_pages_not_500(app, client, backups):
     busy = client.post(url, buffered=False)  # a transfer in progress holds the link
     second = client.post(url, headers=html)
     assert second.status_code == 409 and second.headers["Retry-After"]
+    assert "<h1>This link is being downloaded right now</h1>" in second.text
     busy.close()
     fresh = f"/api/storage/public-download?token={mint(app, 'f.bin')}"
     past_end = client.post(fresh, headers={**html, "Range": "bytes=5000-"})
     assert past_end.status_code == 416 and past_end.headers["Content-Range"] == "bytes */1000"
+    assert "<h1>That part of the file does not exist</h1>" in past_end.text

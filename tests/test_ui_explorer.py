@@ -128,8 +128,10 @@ def test_link_dialog_mints_a_link_with_commands(app, client, auth, db):
     (link,) = list_links(db)
     assert (link.path, link.max_uses, round(link.expires_at - link.created_at)) == ("folder/a.tar", 2, 900)
     assert f'data-expires-at="{time.strftime("%Y-%m-%d", time.gmtime(link.expires_at))}' in result.text
-    assert "curl -fL -o a.tar &#39;http://localhost/api/storage/public-download?token=" in result.text
-    assert "wget -O a.tar" in result.text and "15:00" in result.text
+    assert "curl -fL -C - -o a.tar &#39;http://localhost/api/storage/public-download?token=" in result.text
+    assert "wget -c --content-disposition &#39;http://localhost/" in result.text and "15:00" in result.text
+    assert "Shown once: copy it now." in result.text and 'data-copy="link-url"' in result.text
+    assert "Run the same command again in the same folder to resume" in result.text
 
 
 def test_link_options_are_checked(client, auth):
@@ -146,9 +148,25 @@ def test_regenerate_revokes_the_unused_link(client, auth, db):
     form = {"path": "small.txt", "csrf_token": auth.csrf_token}
     client.post("/browse/local/link", data=form, headers=HX)
     (first,) = list_links(db)
-    client.post("/browse/local/link", data={**form, "replaces": str(first.id)}, headers=HX)
+    again = client.post("/browse/local/link", data={**form, "replaces": str(first.id)}, headers=HX)
     second, first = list_links(db)
     assert first.revoked_at is not None and second.revoked_at is None
+    assert f"Link #{first.id} was revoked: it no longer works." in again.text
+    assert f"revokes link #{second.id} if nobody used it" in again.text
+
+
+def test_regenerate_says_why_a_used_link_was_not_revoked(app, client, auth, db):
+    auth.login("operator")
+    form = {"path": "small.txt", "uses": "2", "csrf_token": auth.csrf_token}
+    client.post("/browse/local/link", data=form, headers=HX)
+    (first,) = list_links(db)
+    db.execute("UPDATE links SET uses = 1 WHERE id = ?", [first.id])
+    again = client.post("/browse/local/link", data={**form, "replaces": str(first.id)}, headers=HX)
+    assert f"Link #{first.id} still works: it was already used" in again.text and "(1 of 2)" in again.text
+    db.execute("UPDATE links SET uses = 2 WHERE id = ?", [first.id])
+    third = client.post("/browse/local/link", data={**form, "replaces": str(first.id)}, headers=HX)
+    assert f"Link #{first.id} was already used: nothing to revoke." in third.text
+    assert all(link.revoked_at is None for link in list_links(db))
 
 
 def test_regenerate_cannot_touch_someone_elses_link(client, auth, db, app):
@@ -173,7 +191,7 @@ def test_without_javascript_the_dialog_is_a_page(client, auth):
     page = client.get("/browse/local/link?path=folder/a.tar")
     assert "<html" in page.text and "Back to the folder" in page.text
     result = client.post("/browse/local/link", data={"path": "folder/a.tar", "csrf_token": auth.csrf_token})
-    assert "<html" in result.text and "curl -fL -o a.tar" in result.text
+    assert "<html" in result.text and "curl -fL -C - -o a.tar" in result.text
 
 
 def test_direct_download(client, auth):
@@ -205,14 +223,22 @@ def test_encrypted_files_get_a_badge_a_choice_and_decrypt(client, auth, encrypte
     assert client.get("/browse/local/file?path=secret.sql.enc", buffered=True).data == encrypted
     form = {"path": "secret.sql.enc", "decrypt": "0", "csrf_token": auth.csrf_token}
     stored = client.post("/browse/local/link", data=form, headers=HX).text
-    assert "curl -fL -o secret.sql.enc" in stored and list_links(db)[0].decrypt is False
+    assert "curl -fL -C - -o secret.sql.enc" in stored and list_links(db)[0].decrypt is False
     plain = client.post("/browse/local/link", data={**form, "decrypt": "1"}, headers=HX).text
-    assert "curl -fL -o secret.sql " in plain
+    assert "curl -fL -C - -o secret.sql " in plain
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a.tar", "a.tar"), ("-rf", "./-rf"), ("..", "download"), ("x/../y", "y"), ("", "download")],
+    [
+        ("a.tar", "a.tar"),
+        ("-rf", "./-rf"),
+        ("..", "download"),
+        ("x/../y", "y"),
+        ("", "download"),
+        ("invoice\u202egpj.exe", "invoice_gpj.exe"),
+        ("a\nb", "a_b"),
+    ],
 )
 def test_output_name(name, expected):
     assert output_name(name) == expected
@@ -223,11 +249,13 @@ def test_commands_quote_hostile_names():
     assert shlex.split(commands.curl) == [
         "curl",
         "-fL",
+        "-C",
+        "-",
         "-o",
         "it's $(rm -rf ~) `x`.tar",
         "http://h/x?token=a&b",
     ]
-    assert shlex.split(commands.wget) == ["wget", "-O", "it's $(rm -rf ~) `x`.tar", "http://h/x?token=a&b"]
+    assert shlex.split(commands.wget) == ["wget", "-c", "--content-disposition", "http://h/x?token=a&b"]
 
 
 def test_minting_in_the_dialog_purges_links_long_dead(app, client, auth, db, monkeypatch):
