@@ -142,7 +142,7 @@ def test_the_landing_page_re_reads_its_link_without_using_it(app, client):
     state = client.get(URL + token, headers=HX)
     assert state.status_code == 200 and "<html" not in state.text and "HX-Request" in state.headers["Vary"]
     assert 'id="link-state"' in state.text and "works for 2 more downloads" in state.text
-    assert 'hx-trigger="focus from:window, submit from:#download-form delay:1s"' in state.text  # no polling
+    assert 'hx-trigger="focus from:window, formdata from:#download-form delay:1s"' in state.text  # no polling
     assert uses(app) == 0
     client.get(URL + token, buffered=True)
     assert "works for one download" in client.get(URL + token, headers=HX).text
