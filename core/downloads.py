@@ -146,7 +146,7 @@ def _usable_link(db: Database, request: DownloadRequest, now: float) -> Link:
 def _open(
     db: Database, request: DownloadRequest, keyring: Keyring, now: float
 ) -> tuple[Link, OpenedDelivery]:
-    """The link (401 when it cannot be used) and its file, opened for delivery."""
+    """The link (410 when it cannot be used) and its file, opened for delivery."""
     link = _usable_link(db, request, now)
     try:
         return link, open_delivery(db, link.storage_id, link.path, keyring, link.decrypt)
