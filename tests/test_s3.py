@@ -218,7 +218,7 @@ def test_redirect_mode_through_the_test_client(app, client, bucket):
     assert response.headers["Location"].startswith(f"{bucket.url}/{BUCKET}/db/2026-11-25.sql.gz?")
     assert "X-Amz-Expires=30" in response.headers["Location"]
     assert response.headers["Cache-Control"] == "no-store"
-    assert client.get(f"/api/storage/public-download?token={token}").status_code == 401
+    assert client.get(f"/api/storage/public-download?token={token}").status_code == 410
 
 
 def test_listing_reads_headers_of_enc_objects_only(app, client, auth, bucket):

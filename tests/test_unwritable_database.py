@@ -106,7 +106,7 @@ def test_public_download_answers_503_and_the_link_is_not_used(app, client, caplo
     assert [link.uses for link in links_in(app)] == [0]
     served = client.get(PUBLIC_URL + token, buffered=True)
     assert served.status_code == 200 and served.data == DATA
-    assert client.get(PUBLIC_URL + token).status_code == 401
+    assert client.get(PUBLIC_URL + token).status_code == 410
 
 
 @pytest.mark.parametrize(("headers", "marker"), [(HX, 'class="error-box"'), ({}, "<html")])
