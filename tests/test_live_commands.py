@@ -46,11 +46,17 @@ def url_in(command: str) -> str:
     return shlex.split(command)[-1]
 
 
+def wait_until_counted(live_server, command: str) -> None:
+    """The client exits once it has the last byte, a moment before the server records the use."""
+    wait_for(lambda: "completed" in outcome_events(live_server, url_in(command)), "the use to be counted")
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_run_again_after_the_download_keeps_the_file(live_server, dump, tool, tmp_path):
     command = copied(live_server, tool, NAME)
     assert run(command, tmp_path).returncode == 0
     assert (tmp_path / NAME).read_bytes() == dump
+    wait_until_counted(live_server, command)
     again = run(command, tmp_path)
     assert (again.returncode, REFUSED[tool][1] in again.stderr) == (REFUSED[tool][0], True), again.stderr
     assert (tmp_path / NAME).read_bytes() == dump  # byte for byte
@@ -79,6 +85,7 @@ def test_an_interrupted_command_resumes_when_run_again(live_server, big, tool, t
     assert 0 < partial < len(big)
     assert run(command, tmp_path).returncode == 0
     assert target.read_bytes() == big
+    wait_until_counted(live_server, command)
     link, events = link_record(live_server, url)
     assert link.uses == 1 and [e.bytes for e in events if e.event == "started"][-1] >= partial  # resumed
     assert run(command, tmp_path).returncode == REFUSED[tool][0]
@@ -93,6 +100,7 @@ def test_a_link_with_uses_left_is_not_used_again_for_a_finished_file(
     """A range past the end (416): wget says "already fully retrieved", curl reports error 416."""
     command = copied(live_server, tool, NAME, uses=2)
     assert run(command, tmp_path).returncode == 0
+    wait_until_counted(live_server, command)
     assert run(command, tmp_path).returncode == status
     assert (tmp_path / NAME).read_bytes() == dump
     assert link_record(live_server, url_in(command))[0].uses == 1
