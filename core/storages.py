@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlite_utils import Database
 
-from db.storages import StorageRecord, get_storage, insert_storage, update_storage
+from db import write_transaction
+from db.events import Client, EventKind, record_link_event
+from db.links import revoke_storage_links
+from db.storages import StorageRecord, delete_storage, get_storage, insert_storage, update_storage
 from encryption.keys import Keyring
 from storage import load_storage
 from storage.base import UnknownStorage
@@ -21,6 +25,12 @@ MAX_NAME = 100
 
 class StorageConfigError(ValueError):
     """A storage that cannot be added as asked, with a message for the person asking."""
+
+
+@dataclass(frozen=True)
+class RemovedStorage:
+    record: StorageRecord
+    revoked: int  # links that still worked, revoked with it
 
 
 def _check_new_id(db: Database, storage_id: str) -> None:
@@ -145,3 +155,23 @@ def describe_storage(record: StorageRecord) -> str:
 def check_storage(db: Database, storage_id: str, keyring: Keyring) -> str:
     """A sentence saying the storage answers; raises StorageError saying what is wrong."""
     return load_storage(db, storage_id, keyring).check()
+
+
+def remove_storage(
+    db: Database, storage_id: str, by: str, now: float, client: Client = Client()
+) -> RemovedStorage:
+    """Forget a storage and revoke its links that could still send a byte, in one transaction.
+
+    The links and their events stay (the history, purged with the retention like any dead link),
+    so each public link answers as a revoked one, even if a storage with the same id comes back.
+    The files themselves are not touched.
+    """
+    with write_transaction(db):
+        record = get_storage(db, storage_id)
+        if record is None:
+            raise UnknownStorage(f"No storage {storage_id!r}.")
+        revoked = revoke_storage_links(db, storage_id, now)
+        for link in revoked:
+            record_link_event(db, EventKind.REVOKED, link, now, client, reason=f"storage removed by {by}")
+        delete_storage(db, storage_id)
+    return RemovedStorage(record, len(revoked))
