@@ -20,6 +20,10 @@ from storage.base import UnknownStorage
 from storage.s3 import S3Settings
 
 STORAGE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Endpoint addresses in an adapter's message ("Could not connect to the endpoint URL: "http://..."):
+# a parenthesis that holds one goes whole, an address left elsewhere is hidden.
+ADDRESS_ASIDE = re.compile(r"\s*\([^()]*[a-z][a-z0-9+.-]*://[^()]*\)", re.IGNORECASE)
+ADDRESS = re.compile(r"""["']?\b[a-z][a-z0-9+.-]*://[^\s"']+["']?""", re.IGNORECASE)
 MAX_NAME = 100
 
 
@@ -175,3 +179,12 @@ def remove_storage(
             record_link_event(db, EventKind.REVOKED, link, now, client, reason=f"storage removed by {by}")
         delete_storage(db, storage_id)
     return RemovedStorage(record, len(revoked))
+
+
+def outage_reason(error: Exception) -> str:
+    """Why a storage did not answer, for any signed-in page: the adapter's sentence without the
+    endpoint address in it (only admins see that, when they test the connection)."""
+    reason = ADDRESS.sub("[address hidden]", ADDRESS_ASIDE.sub("", str(error))).strip()
+    if reason[1:2].islower():  # "Cannot reach..." reads on after a colon; "S3 failed..." stays
+        reason = reason[0].lower() + reason[1:]
+    return reason or "no reason given."
