@@ -16,7 +16,7 @@ from tests.helpers import browser_page, open_link_dialog, screenshots_dir, sign_
 
 LONG_NAME = "mydb-production-eu-central-2026-11-25T04-30-00Z.sql.gz"  # no space to break at
 SIZES = {"phone": {"width": 390, "height": 800}, "wide": {"width": 1280, "height": 800}}
-SCREENSHOTS = {("phone", "light"): "links-phone.png", ("wide", "dark"): "explorer-dark.png"}
+SCREENSHOTS = {("phone", "light"): "links-phone.png", ("wide", "dark"): "link-dialog-dark.png"}
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,7 @@ def test_the_link_dialog_fits_and_gives_the_focus_back(page, server):
     assert_fits(page, page.locator("dialog[open]"))
     assert_holds(page)
     if page.look in SCREENSHOTS and page.look[0] == "wide":
-        page.keyboard.press("Escape")
         page.screenshot(path=screenshots_dir() / SCREENSHOTS[page.look])
-        open_link_dialog(page, LONG_NAME)
     page.get_by_role("button", name="Close").click()  # the dialog's own button gives it back too
     expect(page.get_by_label(f"Actions for {LONG_NAME}")).to_be_focused()
     assert_holds(page)
