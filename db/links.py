@@ -97,6 +97,28 @@ def consume_use(db: Database, token_hash: str, now: float) -> bool:
     return cursor.rowcount == 1
 
 
+# A link that can still start a transfer: not revoked, not expired, not used up.
+WORKING = "revoked_at IS NULL AND expires_at > :now AND uses < max_uses"
+# ... or that still has one running (a transfer started before expiry may finish).
+SERVING = f"({WORKING} OR revoked_at IS NULL AND EXISTS (SELECT 1 FROM claims WHERE link_id = links.id))"
+
+
+def count_working_links(db: Database, now: float) -> dict[str, int]:
+    """Working links per storage id, found through the expiry index (live links are few)."""
+    sql = f"SELECT storage_id, COUNT(*) AS working FROM links WHERE {WORKING} GROUP BY storage_id"
+    return {row["storage_id"]: row["working"] for row in select_rows(db, sql, {"now": now})}
+
+
+def revoke_storage_links(db: Database, storage_id: str, now: float) -> list[Link]:
+    """Revoke every link to a storage that could still send a byte, and return them as they were.
+    Call it inside a transaction, so that the links read are the links revoked."""
+    where = f"storage_id = :storage AND {SERVING}"
+    params = {"storage": storage_id, "now": now}
+    links = [_link(row) for row in select_rows(db, f"SELECT {LINK_COLUMNS} FROM links WHERE {where}", params)]
+    db.execute(f"UPDATE links SET revoked_at = :now WHERE {where}", params)
+    return links
+
+
 def revoke_link(db: Database, link_id: int, now: float) -> bool:
     cursor = db.execute("UPDATE links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [now, link_id])
     return cursor.rowcount == 1

@@ -30,7 +30,7 @@ COUNT = 10_000
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 ORDERS = [(sort, descending) for sort in ("name", "size", "date") for descending in (False, True)]
 HX = {"HX-Request": "true"}
-ROW = re.compile(r'(?:class="file-name"><bdi>|📁 <bdi>)([^<]*)</bdi>')
+ROW = re.compile(r'(?:class="file-name"><bdi>|</svg> <bdi>)([^<]*)</bdi>')
 NEXT = re.compile(r'<a href="([^"]+)" hx-get="[^"]+"\s*>Next →</a>')
 
 
