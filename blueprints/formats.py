@@ -37,9 +37,9 @@ def human_duration(seconds: float | None) -> str:
     """How long a transfer ran: '350 ms', '4.2 s', '42 s', '3 min 05 s', '2 h 03 min'."""
     if seconds is None:
         return ""
-    if seconds < 1:
+    if round(seconds * 1000) < 1000:
         return f"{round(seconds * 1000)} ms"
-    if seconds < 10:
+    if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)
     if whole < 60:
