@@ -94,11 +94,20 @@ def test_browse_copy_the_curl_command_and_fetch_the_file(page, server, tmp_path)
     page.keyboard.press("Escape")
     page.get_by_role("link", name="Links").click()
     row = page.locator("tr.link-row").filter(has_text=NAME).first
-    expect(row.locator(".badge")).to_have_text("used")
+    expect(row.locator(".badge:not(.mode)")).to_have_text("used")
+    expect(row.locator("td.name > .badge.mode")).to_have_text("as stored")
     row.get_by_text("events").click()
     expect(row.get_by_text("completed").first).to_be_visible()
     expect(row.get_by_text("curl/").first).to_be_visible()
+    expect(row.locator("li.completed time")).to_have_text(re.compile(r"\d\d:\d\d:\d\d$"))
     page.screenshot(path=SCREENSHOTS / "links.png", full_page=True)
+    search = page.get_by_role("searchbox", name="Filter by file name")
+    search.fill("no such file")
+    expect(page.locator("tr.link-row")).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"/links\?q=no(%20|\+)such(%20|\+)file$"))
+    search.fill("2026's")
+    expect(page.locator("tr.link-row").filter(has_text=NAME)).to_have_count(1)
+    expect(search).to_be_focused()  # the list changed under it, the box stayed
 
 
 def test_regenerate_revoke_and_expiry(page, server):
@@ -121,12 +130,12 @@ def test_regenerate_revoke_and_expiry(page, server):
 
     page.get_by_role("link", name="Links").click()
     rows = page.locator("tr.link-row").filter(has_text="app-config.tar")
-    expect(rows.locator(".badge")).to_have_text(["active", "revoked"])
+    expect(rows.locator(".badge:not(.mode)")).to_have_text(["active", "revoked"])
     rows.first.get_by_role("button", name="Revoke").click()
     confirm = page.locator("#confirm-dialog")
     expect(confirm).to_contain_text("Revoke this link?")  # the page's own dialog, not confirm()
     confirm.get_by_role("button", name="Revoke").click()
-    expect(rows.first.locator(".badge")).to_have_text("revoked")
+    expect(rows.first.locator(".badge:not(.mode)")).to_have_text("revoked")
     assert subprocess.run(["curl", "-fsS", "-o", "/dev/null", second_url]).returncode == 22
 
 
