@@ -38,7 +38,7 @@ test-fast: $(BIN)/.installed-dev
 	$(BIN)/pytest -m "not live"
 
 screenshots: $(BIN)/.installed-dev system-test-tools
-	ONCELINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_e2e_browser.py
+	ONCELINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_e2e_browser.py tests/test_ui_layout_browser.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -25,10 +25,12 @@ def files_path(storage: str, folder: str, cursor: str | None = None) -> str:
 
 @dataclass
 class Timings:
-    """Server times in seconds: first pages (cold: nothing kept of the folder) and later ones."""
+    """Server times in seconds: first pages, later ones, and first pages of a folder never listed
+    (where they were measured)."""
 
     first: list[float] = field(default_factory=list)
     later: list[float] = field(default_factory=list)
+    cold: list[float] = field(default_factory=list)
 
 
 def ms(seconds: float) -> str:

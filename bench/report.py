@@ -94,7 +94,7 @@ INTRO = """\
 random bytes, freshly written and so read from the page cache, never from disk: the figures
 are the cost of the servers, not of storage or network (but for S3, where the S3 server's own
 cost is part of every figure, and its section tells how much). Oncelink runs exactly as
-`make serve` starts it (gunicorn with `gunicorn.conf.py`: gthread workers, sendfile); the
+`make serve` starts it (gunicorn with `gunicorn.conf.py`: gevent workers, sendfile); the
 reference is Debian's nginx serving the same folder with `sendfile on; tcp_nopush on;`. Each
 download is one `curl` to `/dev/null`; through Oncelink, via a freshly minted single-use link.
 For encrypted backups, both files are also encrypted with the app's `encrypt` command and

@@ -1,4 +1,5 @@
-"""Admin: storages. List them with a "Test connection" button, add and edit local folders and S3 buckets.
+"""Admin: storages. List them with a "Test connection" button, add and edit local folders and S3 buckets,
+remove them (their working links are revoked).
 
 The forms are fragments that htmx swaps in place, so a refused form comes back with its message and
 what was typed. The S3 secret is write-only: it is never put back into a page, and an empty secret
@@ -7,12 +8,15 @@ field keeps the one stored.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, render_template, request, url_for
+from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
+from blueprints.guards import request_client
 from blueprints.pages import hx_redirect, page_permission, render_htmx
 from core.storages import (
     StorageConfigError,
@@ -20,10 +24,12 @@ from core.storages import (
     add_s3_storage,
     check_storage,
     describe_storage,
+    remove_storage,
     update_local_storage,
     update_s3_storage,
 )
 from db import get_db
+from db.links import count_working_links
 from db.storages import StorageRecord, get_storage, list_storages
 from encryption.keys import ProfileError
 from extensions import keyring
@@ -94,7 +100,8 @@ def index_context(form: StorageForm | None = None, checks: dict | None = None) -
     if form is not None:
         forms[form.kind] = form
     rows = [(record, describe_storage(record)) for record in list_storages(get_db())]
-    return {"storages": rows, "forms": forms, "form": form, "checks": checks or {}}
+    working = count_working_links(get_db(), time.time())
+    return {"storages": rows, "working": working, "forms": forms, "form": form, "checks": checks or {}}
 
 
 @bp.get("")
@@ -166,5 +173,20 @@ def check(storage_id: str):
         "admin/storages.html",
         "admin/_check.html",
         check=result,
+        storage_id=storage_id,
         **index_context(checks={storage_id: result}),
     )
+
+
+@bp.post("/<storage_id>/remove")
+@page_permission("admin")
+def remove(storage_id: str):
+    """The page asks first (hx-confirm, in the app's own dialog); the files are never touched."""
+    user = current_user._get_current_object()
+    removed = remove_storage(get_db(), storage_id, user.name, time.time(), request_client())
+    count = removed.revoked
+    revoked = (
+        f"{count} working link{'s' if count != 1 else ''} revoked" if count else "no working link to revoke"
+    )
+    flash(f"Storage {storage_id} removed ({revoked}; the history and the files are kept).", "ok")
+    return hx_redirect(url_for("admin_storages.index"))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from blueprints.guards import api_error
 from blueprints.pages import is_htmx
@@ -20,6 +21,7 @@ from core.downloads import RangeNotSatisfiable
 from core.explorer import InvalidListingRequest
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
+from core.storages import outage_reason
 from core.tokens import TokenBusy, TokenUnavailable
 from db import cannot_write, discard_db
 from encryption.format import FormatError, IntegrityError
@@ -76,11 +78,12 @@ PUBLIC_REFUSALS = {
 UNKNOWN_REFUSAL = PublicRefusal(None, "This download did not work")
 
 
-def respond(status: int, message: str) -> Response:
-    """The answer for an error, as JSON, a page or a fragment depending on who asked."""
+def respond(status: int, message: str, heading: str | None = None) -> Response:
+    """The answer for an error, as JSON, a page or a fragment depending on who asked; a page's
+    heading says what happened in words (by default the status's own phrase)."""
     if request.blueprint == "public":
         return public_refusal(status, message)
-    return make_response(*_respond(status, message))
+    return make_response(*_respond(status, message, heading or HTTP_STATUS_CODES.get(status, "Error")))
 
 
 def public_refusal(status: int, message: str) -> Response:
@@ -101,12 +104,11 @@ def public_refusal(status: int, message: str) -> Response:
     return response
 
 
-def _respond(status: int, message: str):
+def _respond(status: int, message: str, heading: str):
     if request.path.startswith("/api/"):
         return api_error(status, message)
-    if is_htmx():  # swapped into the part of the page that asked, as the message
-        return render_template("errors/_error.html", status=status, message=message), status
-    return render_template("errors/error.html", status=status, message=message), status
+    template = "errors/_error.html" if is_htmx() else "errors/error.html"  # a fragment: the message
+    return render_template(template, status=status, heading=heading, message=message), status
 
 
 def database_unwritable(exc: sqlite3.DatabaseError) -> Response:
@@ -120,6 +122,18 @@ def database_unwritable(exc: sqlite3.DatabaseError) -> Response:
         response = respond(503, f"{UNWRITABLE_MESSAGE} ({exc})")
     response.headers["Retry-After"] = str(UNWRITABLE_RETRY_SECONDS)
     return response
+
+
+def storage_unavailable(exc: StorageError) -> Response:
+    """503, not 500: the storage (an S3 endpoint, a local folder) did not answer, the app is fine.
+    The message never holds the endpoint's address."""
+    storage = (request.view_args or {}).get("storage_id")
+    named = f"The storage {storage}" if storage else "The storage"
+    message = (
+        f"{named} did not answer: {outage_reason(exc)} Nothing was changed; try again later,"
+        " or ask an admin to test its connection."
+    )
+    return respond(503, message, heading="Storage unavailable")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -152,10 +166,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StorageError)
     def storage_error(exc: StorageError):
         log.error("Storage error on %s: %s", request.path, exc)
-        message = "The storage could not be read, nothing was counted; try again later."
         if request.blueprint == "public":  # whoever holds a link learns nothing about the storage
-            return respond(500, message)
-        return respond(500, f"{message} ({exc})")
+            return respond(500, "The storage could not be read, nothing was counted; try again later.")
+        return storage_unavailable(exc)
 
     @app.errorhandler(sqlite3.DatabaseError)
     def database_error(exc: sqlite3.DatabaseError):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 
 import click
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask.cli import AppGroup
 
+from blueprints.formats import iso
 from blueprints.guards import api_permission, request_client
 from core.accounts import User
+from core.history import LinkHistory, history_page, parse_link_query
 from core.links import (
     LinkLimits,
     LinkRequest,
@@ -24,21 +25,16 @@ from core.links import (
 )
 from core.purging import purge_dead_links
 from db import get_db
-from db.events import Client, list_events
+from db.events import Client, Event, list_events
 from db.links import Link, list_links
 from extensions import background_purge, csrf, keyring
 
 bp = Blueprint("links", __name__)
 csrf.exempt(bp)  # checked in api_permission for session callers; API keys need none
 
+API_PAGE_SIZE = 200  # what GET /api/links answered before it had pages
 links_cli = AppGroup("links", help="Mint and revoke download links.")
 tokens_cli = AppGroup("tokens", help="Maintain the token store.")
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cli_base_url() -> str:
@@ -75,6 +71,21 @@ def link_json(link: Link, now: float) -> dict:
         "createdAt": iso(link.created_at),
         "expiresAt": iso(link.expires_at),
         "revokedAt": iso(link.revoked_at),
+        "mode": link.mode,
+    }
+
+
+def event_json(event: Event) -> dict:
+    return {**event.__dict__, "at": iso(event.at)}
+
+
+def history_json(history: LinkHistory, now: float) -> dict:
+    """A link as the Links page shows it: with who made it and its newest events."""
+    return {
+        **link_json(history.link, now),
+        "createdBy": history.creator,
+        "eventCount": history.event_count,
+        "events": [event_json(event) for event in history.events],
     }
 
 
@@ -90,6 +101,7 @@ def minted_json(minted: MintedLink) -> dict:
         "singleUse": link.max_uses == 1,
         "uses": link.max_uses,
         "delivery": minted.handed_out_as,
+        "mode": link.mode,
     }
 
 
@@ -118,9 +130,15 @@ def create_download_url(storage_id: str):
 @bp.get("/api/links")
 @api_permission("storage:download")
 def links_index():
-    owner = None if g.user.can("admin") else g.user.id
+    """A page of links, newest first; `next` is the cursor of the page after it (null on the last)."""
+    args = request.args
+    query = parse_link_query(
+        args.get("state"), args.get("q"), args.get("cursor"), None, args.get("limit") or str(API_PAGE_SIZE)
+    )
     now = time.time()
-    return jsonify(success=True, links=[link_json(link, now) for link in list_links(get_db(), owner)])
+    page = history_page(get_db(), g.user, query, now)
+    links = [history_json(history, now) for history in page.histories]
+    return jsonify(success=True, links=links, next=str(page.older) if page.older else None)
 
 
 @bp.get("/api/links/<int:link_id>/events")
@@ -128,9 +146,7 @@ def links_index():
 def link_events(link_id: int):
     db = get_db()
     visible_link(db, link_id, g.user)
-    return jsonify(
-        success=True, events=[{**event.__dict__, "at": iso(event.at)} for event in list_events(db, link_id)]
-    )
+    return jsonify(success=True, events=[event_json(event) for event in list_events(db, link_id)])
 
 
 @bp.delete("/api/links/<int:link_id>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import click
 from flask import Blueprint, jsonify, request
@@ -17,15 +18,17 @@ from core.storages import (
     add_s3_storage,
     check_storage,
     describe_storage,
+    remove_storage,
 )
 from db import get_db
-from db.storages import list_storages
+from db.links import count_working_links
+from db.storages import get_storage, list_storages
 from extensions import keyring
 from storage.base import StorageError
 from storage.s3 import S3Settings
 
 bp = Blueprint("storages", __name__)
-storages_cli = AppGroup("storages", help="Add, list and test storages.")
+storages_cli = AppGroup("storages", help="Add, list, test and remove storages.")
 
 
 @bp.get("/api/storages")
@@ -116,3 +119,21 @@ def test_command(storage_id: str) -> None:
 def list_command() -> None:
     for record in list_storages(get_db()):
         click.echo(f"{record.id}\t{record.kind}\t{record.name}\t{describe_storage(record)}")
+
+
+@storages_cli.command("remove")
+@click.argument("storage_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Remove without asking.")
+def remove_command(storage_id: str, yes: bool) -> None:
+    """Remove storage ID: its working links are revoked; their history and the files stay."""
+    record = get_storage(get_db(), storage_id)
+    if record is None:
+        raise click.ClickException(f"No storage {storage_id!r}.")
+    working = count_working_links(get_db(), time.time()).get(storage_id, 0)
+    if not yes:
+        where = describe_storage(record)
+        click.confirm(
+            f"Remove storage {storage_id!r} ({where}) and revoke its {working} working link(s)?", abort=True
+        )
+    removed = remove_storage(get_db(), storage_id, "cli", time.time())
+    click.echo(f"Storage {storage_id!r} removed; {removed.revoked} working link(s) revoked. Its files stay.")

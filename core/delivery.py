@@ -26,6 +26,7 @@ ENCRYPTED_SUFFIX = ".enc"
 class DeliveryMode(StrEnum):
     STORED = "stored"  # the bytes as they are in the storage
     DECRYPTED = "decrypted"  # an Oncelink-encrypted file's plaintext, decrypted on the fly
+    REDIRECT = "redirect"  # the stored bytes, handed out by the storage itself (a presigned URL)
 
 
 def decrypted_name(name: str) -> str:
@@ -70,6 +71,11 @@ class Delivery:
     def redirects(self) -> bool:
         """Stored bytes on a storage that hands them out itself (a presigned URL)."""
         return self.layout is None and self.storage.redirects
+
+    @property
+    def handed_out(self) -> DeliveryMode:
+        """How a link's download gets this file: decrypted, as stored, or by a redirect."""
+        return DeliveryMode.REDIRECT if self.redirects else self.mode
 
 
 @dataclass(frozen=True)

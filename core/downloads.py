@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 import db as database
 from core import tokens
-from core.delivery import Delivery, OpenedDelivery, open_delivery
+from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
 from db.events import Client, EventKind, record_link_event
@@ -176,7 +176,7 @@ def inspect_download(
             _primed_content(db, opened, download, request, now)
     finally:
         opened.source.close()
-    record_link_event(db, event, link, now, request.client)
+    record_link_event(db, event, link, now, request.client, mode=download.delivery.handed_out)
     return download
 
 
@@ -187,7 +187,7 @@ def _redirect(
 
     Single use is approximate here: the URL works for anyone until it expires.
     """
-    tokens.consume_link(db, request.token, now, request.client)
+    tokens.consume_link(db, request.token, now, request.client, DeliveryMode.REDIRECT)
     delivery = download.delivery
     url = delivery.storage.presigned_url(
         delivery.entry.path, serving.presign_seconds, content_disposition(delivery.filename, ascii_only=True)
@@ -222,8 +222,9 @@ def _claimed_body(
     keeper = serving.keeper
     span = tokens.Span(download.start, download.stop, download.delivery.size)
     claimed_at = time.monotonic()
-    claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client)
-    finish = _Finisher(keeper.database_path, claim, request.client)
+    mode = download.delivery.handed_out
+    claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client, mode)
+    finish = _Finisher(keeper.database_path, claim, request.client, claimed_at)
     return TransferBody(opened.source, content, keeper.hold(claim, claimed_at), finish, counts=span.counts)
 
 
@@ -284,13 +285,23 @@ class _Finisher:
     database_path: str
     claim: tokens.Claim
     client: Client
+    claimed_at: float  # time.monotonic() when the claim was taken
 
     def __call__(self, outcome: Outcome) -> None:
         kind = outcome_event(outcome, self.claim.span.counts)
+        seconds = round(time.monotonic() - self.claimed_at, 3)
         try:
             with database.pooled(self.database_path) as db:
                 tokens.finish_claim(
-                    db, self.claim, kind, time.time(), outcome.sent, self.client, outcome.failure
+                    db,
+                    self.claim,
+                    kind,
+                    time.time(),
+                    outcome.sent,
+                    self.client,
+                    outcome.failure,
+                    received=outcome.received,
+                    seconds=seconds,
                 )
         except sqlite3.Error as exc:
             # The lease lapses unrenewed: a final claim is then counted, any other given back.

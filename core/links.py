@@ -113,6 +113,7 @@ def _mint(
             created_at=now,
             expires_at=now + request.ttl,
             max_uses=request.uses,
+            mode=delivery.handed_out,
         )
         record_link_event(db, EventKind.CREATED, link, now, client, reason=creator.name if creator else "cli")
     return MintedLink(token, link, delivery)

@@ -1,39 +1,20 @@
 """Folder listings a page at a time, at the same cost whether the folder holds ten files or 100,000.
 
-Showing one page of a sorted folder takes the whole folder sorted. So a folder is scanned once into
-compact columns (storage.base.FolderScan), sorted once per order, and kept a while by this process;
-every later page costs only its own rows. A local folder's scan holds while the folder's version
-(its mtime and ctime) stays, which any name added, removed or renamed moves; sizes and dates change
-without it, so a scan that sorts by them is kept KEEP_SECONDS at most, as is any scan of S3, where
-nothing short of listing tells that a prefix changed. S3's own order (by key, ascending, no filter)
-needs no scan at all: each page is one ListObjectsV2 request that starts after the cursor.
+A folder is scanned once and kept sorted (core/snapshots.py); a page is a slice of one order of it,
+filtered. S3's own order (by key, ascending, no filter) needs no scan at all: each page is one
+ListObjectsV2 request that starts after the cursor.
 """
 
 from __future__ import annotations
 
-import time
-from array import array
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from itertools import islice
-from threading import Lock
 
 from core.cursors import Position, decode_cursor, encode_cursor
-from storage.base import Entry, FolderScan, Storage, clean_relative_path
+from core.snapshots import Snapshot, Sort, folders_first, snapshot_of
+from storage.base import Entry, Storage, clean_relative_path
 
-KEEP_SECONDS = 30.0
-# Timestamps move in ticks: a folder changed just before its scan may change again within the same
-# tick without its version moving, so such a scan serves its own request and is not kept.
-RACY_SECONDS = 1.0
-KEEP_FROM = 1000  # smaller folders are scanned afresh for each page: it costs less than a millisecond
-KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 10 MB per 100,000 rows)
-
-
-class Sort(StrEnum):
-    NAME = "name"
-    SIZE = "size"
-    DATE = "date"
+__all__ = ["Order", "Page", "Sort", "page_after", "page_at"]
 
 
 @dataclass(frozen=True)
@@ -53,110 +34,6 @@ class Page:
     next: str | None = None  # the cursor of the page after this one; None on the last page
 
 
-@dataclass(frozen=True)
-class Ordering:
-    """A scan's rows in one ascending order; rows[:split] is the first group (the folders, where
-    folders come first), and descending orders run backwards within each group."""
-
-    rows: array
-    split: int
-
-
-def folders_first(storage: Storage, sort: Sort) -> bool:
-    """Always, but in S3's own name order, where folders sit among the files as S3 lists them."""
-    return sort is not Sort.NAME or not storage.pages_by_name
-
-
-def ordering(storage: Storage, scan: FolderScan, sort: Sort) -> Ordering:
-    """Sorted one key at a time, each sort stable, so no tuple per row is ever built."""
-    keys = list(map(storage.name_key, scan.names, scan.folders))
-    rows = sorted(range(len(scan)), key=keys.__getitem__)
-    del keys
-    if sort is not Sort.NAME:
-        rows.sort(key=(scan.sizes if sort is Sort.SIZE else scan.mtimes).__getitem__)
-    if not folders_first(storage, sort):
-        return Ordering(array("I", rows), len(rows))
-    rows.sort(key=scan.folders.__getitem__, reverse=True)  # reverse keeps equal rows in order too
-    return Ordering(array("I", rows), scan.folders.count(1))
-
-
-@dataclass
-class Snapshot:
-    scan: FolderScan
-    taken_at: float  # wall-clock time when the scan began
-    orderings: dict[Sort, Ordering] = field(default_factory=dict)
-
-    def ordering(self, storage: Storage, sort: Sort) -> Ordering:
-        if sort not in self.orderings:
-            self.orderings[sort] = ordering(storage, self.scan, sort)
-        return self.orderings[sort]
-
-    def holds(self, storage: Storage, stats: bool, now: float) -> bool:
-        """Whether this scan still tells the folder as it is, as far as the order asked needs."""
-        scan = self.scan
-        if stats and scan.sizes is None:
-            return False
-        young = now - self.taken_at < KEEP_SECONDS
-        if scan.version is None or (stats and not young):
-            return young
-        return storage.folder_version(scan.folder) == scan.version
-
-    def worth_keeping(self) -> bool:
-        scan = self.scan
-        settled = scan.version is None or self.taken_at - scan.changed_at > RACY_SECONDS
-        return KEEP_FROM <= len(scan) <= KEEP_ROWS and settled
-
-
-class Snapshots:
-    """The scans this process keeps, least recently used first, within a budget of rows."""
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self._kept: OrderedDict[tuple[str, str], Snapshot] = OrderedDict()
-        self._rows = 0
-        self._lock = Lock()
-
-    def get(self, key: tuple[str, str]) -> Snapshot | None:
-        with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-            return self._kept.get(key)
-
-    def put(self, key: tuple[str, str], snapshot: Snapshot) -> None:
-        with self._lock:
-            self._drop(key)
-            self._kept[key] = snapshot
-            self._rows += len(snapshot.scan)
-            while self._rows > self.budget:
-                self._drop(next(iter(self._kept)))
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        dropped = self._kept.pop(key, None)
-        if dropped is not None:
-            self._rows -= len(dropped.scan)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._kept.clear()
-            self._rows = 0
-
-
-snapshots = Snapshots(KEEP_ROWS)
-
-
-def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
-    """The folder's kept scan while it holds, else a new one (kept when worth it)."""
-    key = (storage.cache_key, folder)
-    now = time.time()
-    kept = snapshots.get(key)
-    if kept is not None and kept.holds(storage, stats, now):
-        return kept
-    fresh = Snapshot(storage.scan(folder, stats=stats), now)
-    if fresh.worth_keeping():
-        snapshots.put(key, fresh)
-    return fresh
-
-
 class Listing:
     """One order of one scan, filtered: position 0 is the first entry shown."""
 
@@ -167,7 +44,7 @@ class Listing:
         self.needle = order.filter.casefold()
 
     def __len__(self) -> int:
-        return len(self.scan)
+        return len(self.ordering.rows)
 
     def row(self, position: int) -> int:
         rows, split = self.ordering.rows, self.ordering.split

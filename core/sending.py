@@ -14,6 +14,7 @@ Elsewhere (the Flask test client, TLS) the body yields blocks and the same check
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -36,12 +37,20 @@ TCP_CLOSE = 7  # tcpi_state of a connection the client reset
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a body ended: bytes handed to the client's connection, all of them acknowledged or not,
-    and why it stopped if it did (a TransferStopped reason, or "integrity")."""
+    """How a body ended: bytes handed to the client's connection (what the byte budget is charged),
+    how many of them the client acknowledged (what it has; the same as `sent` where the body cannot
+    see the socket), all of them or not, and why it stopped if it did (a TransferStopped reason, or
+    "integrity")."""
 
     sent: int
     delivered: bool
     failure: str | None = None
+    acknowledged: int | None = None
+
+    @property
+    def received(self) -> int:
+        """The bytes to report as the client's: acknowledged where known, else handed over."""
+        return self.sent if self.acknowledged is None else self.acknowledged
 
 
 class FileRange:
@@ -147,12 +156,23 @@ class Progress:
     def handed(self, count: int) -> None:
         self._handed += count
 
-    def check(self) -> int:
-        """The bytes still unacknowledged, after checking the client has not stalled."""
+    @property
+    def acknowledged(self) -> int:
+        """Body bytes the client acknowledged, as last measured."""
+        return min(max(self._acknowledged, 0), self._handed)
+
+    def measure(self) -> int:
+        """The bytes still unacknowledged; notes when the client acknowledged more."""
         queued = unacknowledged(self._sock)
         if self._handed - queued > self._acknowledged:
             self._acknowledged, self._moved_at = self._handed - queued, time.monotonic()
-        elif time.monotonic() - self._moved_at >= self._timeout:
+        return queued
+
+    def check(self) -> int:
+        """The bytes still unacknowledged, after checking the client has not stalled."""
+        moved_at = self._moved_at
+        queued = self.measure()
+        if self._moved_at == moved_at and time.monotonic() - moved_at >= self._timeout:
             raise TransferStopped("stalled")
         return queued
 
@@ -172,6 +192,7 @@ class TransferBody:
         self._on_close = on_close
         self._counts = counts  # reaching the end is a use: the last piece needs a final claim
         self._sock: socket.socket | None = None
+        self._progress: Progress | None = None
         self._send_timeout = 0.0
         self._sent = 0
         self._delivered = False
@@ -199,6 +220,7 @@ class TransferBody:
             raise
         except (BrokenPipeError, ConnectionResetError) as exc:  # the client went away
             self._failure = "client gone"
+            self._last_measure()
             raise TransferStopped("client gone") from exc
 
     def _before_piece(self) -> None:
@@ -220,7 +242,7 @@ class TransferBody:
         sock, timeout = self._sock, self._sock.gettimeout()
         sock.setblocking(False)
         try:
-            progress = Progress(sock, self._send_timeout)
+            progress = self._progress = Progress(sock, self._send_timeout)
             while self._content.remaining:
                 self._before_piece()
                 self._send_piece(sock, progress)
@@ -255,8 +277,22 @@ class TransferBody:
             time.sleep(pause)
             pause = min(pause * 2, POLL_MS / 1000)
 
+    def _last_measure(self) -> None:
+        """How far the client got, read while the socket is still ours: after a reset the kernel
+        still knows what was acknowledged, but once closed nobody does."""
+        if self._progress is not None and self._sock.fileno() != -1:
+            with contextlib.suppress(OSError):
+                self._progress.measure()
+
+    def _acknowledged(self) -> int | None:
+        """What the client acknowledged; None where the body never saw the socket (nor can know)."""
+        if self._sock is None:
+            return None
+        return self._sent if self._delivered else (self._progress.acknowledged if self._progress else 0)
+
     def _reset(self) -> None:
         """Drop the connection with a reset: the kernel discards what it still queued for the client."""
+        self._last_measure()
         if self._sock is not None and self._sock.fileno() != -1:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._sock.close()
@@ -268,4 +304,4 @@ class TransferBody:
         if self._held is not None:
             self._held.closed = True
         self._source.close()
-        self._on_close(Outcome(self._sent, self._delivered, self._failure))
+        self._on_close(Outcome(self._sent, self._delivered, self._failure, self._acknowledged()))

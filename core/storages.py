@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlite_utils import Database
 
-from db.storages import StorageRecord, get_storage, insert_storage, update_storage
+from db import write_transaction
+from db.events import Client, EventKind, record_link_event
+from db.links import revoke_storage_links
+from db.storages import StorageRecord, delete_storage, get_storage, insert_storage, update_storage
 from encryption.keys import Keyring
 from storage import load_storage
 from storage.base import UnknownStorage
 from storage.s3 import S3Settings
 
 STORAGE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Endpoint addresses in an adapter's message ("Could not connect to the endpoint URL: "http://..."):
+# a parenthesis that holds one goes whole, an address left elsewhere is hidden.
+ADDRESS_ASIDE = re.compile(r"\s*\([^()]*[a-z][a-z0-9+.-]*://[^()]*\)", re.IGNORECASE)
+ADDRESS = re.compile(r"""["']?\b[a-z][a-z0-9+.-]*://[^\s"']+["']?""", re.IGNORECASE)
 MAX_NAME = 100
 
 
 class StorageConfigError(ValueError):
     """A storage that cannot be added as asked, with a message for the person asking."""
+
+
+@dataclass(frozen=True)
+class RemovedStorage:
+    record: StorageRecord
+    revoked: int  # links that still worked, revoked with it
 
 
 def _check_new_id(db: Database, storage_id: str) -> None:
@@ -145,3 +159,32 @@ def describe_storage(record: StorageRecord) -> str:
 def check_storage(db: Database, storage_id: str, keyring: Keyring) -> str:
     """A sentence saying the storage answers; raises StorageError saying what is wrong."""
     return load_storage(db, storage_id, keyring).check()
+
+
+def remove_storage(
+    db: Database, storage_id: str, by: str, now: float, client: Client = Client()
+) -> RemovedStorage:
+    """Forget a storage and revoke its links that could still send a byte, in one transaction.
+
+    The links and their events stay (the history, purged with the retention like any dead link),
+    so each public link answers as a revoked one, even if a storage with the same id comes back.
+    The files themselves are not touched.
+    """
+    with write_transaction(db):
+        record = get_storage(db, storage_id)
+        if record is None:
+            raise UnknownStorage(f"No storage {storage_id!r}.")
+        revoked = revoke_storage_links(db, storage_id, now)
+        for link in revoked:
+            record_link_event(db, EventKind.REVOKED, link, now, client, reason=f"storage removed by {by}")
+        delete_storage(db, storage_id)
+    return RemovedStorage(record, len(revoked))
+
+
+def outage_reason(error: Exception) -> str:
+    """Why a storage did not answer, for any signed-in page: the adapter's sentence without the
+    endpoint address in it (only admins see that, when they test the connection)."""
+    reason = ADDRESS.sub("[address hidden]", ADDRESS_ASIDE.sub("", str(error))).strip()
+    if reason[1:2].islower():  # "Cannot reach..." reads on after a colon; "S3 failed..." stays
+        reason = reason[0].lower() + reason[1:]
+    return reason or "no reason given."

@@ -62,6 +62,7 @@ class Claim:
     id: str
     link: Link
     span: Span
+    mode: str | None = None  # how the transfer delivers the file (core.delivery.DeliveryMode)
 
 
 def new_token() -> str:
@@ -146,9 +147,16 @@ def _decided(
 
 
 def claim_link(
-    db: Database, token: str, span: Span, lease_seconds: float, now: float, client: Client = Client()
+    db: Database,
+    token: str,
+    span: Span,
+    lease_seconds: float,
+    now: float,
+    client: Client = Client(),
+    mode: str | None = None,
 ) -> Claim:
-    """Take a claim for one transfer of `span`, or raise why not (with a `rejected` event)."""
+    """Take a claim for one transfer of `span`, delivered as `mode`, or raise why not (with a
+    `rejected` event)."""
     link = usable_link(db, token, now)
     claim_id = secrets.token_hex(16)
     with write_transaction(db):
@@ -163,19 +171,22 @@ def claim_link(
             now=now,
             until=now + lease_seconds,
         )
-        refusal = _decided(db, link, taken, EventKind.STARTED, {"bytes": span.start}, now, client)
+        details = {"start": span.start, "mode": mode}
+        refusal = _decided(db, link, taken, EventKind.STARTED, details, now, client)
     if refusal is not None:
         raise refusal
-    return Claim(claim_id, link, span)
+    return Claim(claim_id, link, span, mode)
 
 
-def consume_link(db: Database, token: str, now: float, client: Client = Client()) -> Link:
+def consume_link(
+    db: Database, token: str, now: float, client: Client = Client(), mode: str | None = None
+) -> Link:
     """Use the link up at once (a redirect: there is no transfer to follow), or raise why not."""
     link = usable_link(db, token, now)
     with write_transaction(db):
         settle_lapsed_claims(db, now, link.id)
         taken = queries.consume_use(db, hash_token(token), now)
-        refusal = _decided(db, link, taken, EventKind.REDIRECTED, {}, now, client)
+        refusal = _decided(db, link, taken, EventKind.REDIRECTED, {"mode": mode}, now, client)
     if refusal is not None:
         raise refusal
     return link
@@ -198,9 +209,21 @@ def finish_claim(
     sent: int,
     client: Client,
     reason: str | None = None,
+    received: int | None = None,
+    seconds: float | None = None,
 ) -> None:
-    """End a transfer: `completed` counts a use, any other outcome gives the claim back."""
+    """End a transfer: `completed` counts a use, any other outcome gives the claim back.
+
+    `sent` (handed to the connection) is charged to the byte budget; the event records `received`
+    (what the client acknowledged, never more than it got), and how long the transfer ran.
+    """
     link_id = claim.link.id
+    details = {
+        "bytes": sent if received is None else received,
+        "start": claim.span.start,
+        "seconds": seconds,
+        "mode": claim.mode,
+    }
     with write_transaction(db):
         if outcome == EventKind.COMPLETED:
             held = claim_queries.complete_claim(db, claim.id, link_id, now, sent)
@@ -208,7 +231,7 @@ def finish_claim(
             held = claim_queries.release_claim(db, claim.id, link_id, sent)
         if not held:  # settled by someone else after its lease lapsed: never counted twice
             reason = reason or "claim already settled"
-        record_link_event(db, outcome, claim.link, now, client, bytes=sent, reason=reason)
+        record_link_event(db, outcome, claim.link, now, client, reason=reason, **details)
 
 
 def lost_reason(db: Database, claim: Claim) -> str:

@@ -51,11 +51,21 @@ class Event:
     link_id: int | None = None
     storage_id: str | None = None
     path: str | None = None
-    bytes: int | None = None
+    bytes: int | None = None  # the end of a transfer: what the client acknowledged
     reason: str | None = None
     client_ip: str | None = None
     user_agent: str | None = None
     repeats: int = 1  # how many times it happened within COALESCE_SECONDS of `at`
+    start: int | None = None  # a transfer: the first byte of its range (a resume's offset)
+    seconds: float | None = None  # the end of a transfer: how long it ran
+    mode: str | None = None  # a transfer, HEAD or preview: decrypted, stored or redirect
+
+    @property
+    def bytes_per_second(self) -> float | None:
+        """The average speed of a transfer that ended, when it ran long enough to tell."""
+        if self.bytes is None or not self.seconds:
+            return None
+        return self.bytes / self.seconds
 
 
 EVENT_COLUMNS = tuple(Event.__dataclass_fields__)
@@ -112,6 +122,26 @@ def delete_orphan_events(db: Database, before: float, limit: int) -> int:
         {"before": before, "limit": limit},
     )
     return cursor.rowcount
+
+
+def latest_events(
+    db: Database, link_ids: list[int], per_link: int
+) -> tuple[dict[int, list[Event]], dict[int, int]]:
+    """The newest `per_link` events of each link (oldest first), and how many each link has; each
+    read through the index on link_id, so a page of links costs the same however many events are kept."""
+    marks = ", ".join("?" * len(link_ids))
+    counted = db.execute(
+        f"SELECT link_id, COUNT(*) FROM link_events WHERE link_id IN ({marks}) GROUP BY link_id", link_ids
+    )
+    totals = dict.fromkeys(link_ids, 0) | dict(counted.fetchall())
+    sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM link_events WHERE link_id = ? ORDER BY id DESC LIMIT ?"
+    events = {
+        link_id: [Event(**row) for row in reversed(select_rows(db, sql, [link_id, per_link]))]
+        if total
+        else []
+        for link_id, total in totals.items()
+    }
+    return events, totals
 
 
 def list_events(db: Database, link_id: int | None = None, limit: int = 500) -> list[Event]:

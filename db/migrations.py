@@ -205,3 +205,24 @@ def m009_purge_and_history_indexes(db: Database) -> None:
         CREATE INDEX link_events_at ON link_events(at);
         """
     )
+
+
+@migrations()
+def m011_readable_history(db: Database) -> None:
+    """What a person needs to read a link's history: how each link and transfer delivered the file
+    (`mode`: decrypted, stored or redirect), where a transfer's range started (`start`: a resume's
+    offset, which `started` events used to keep in `bytes`) and how long it ran (`seconds`).
+
+    Links minted before knew only whether decrypting was asked for, not whether the file was
+    encrypted: such a link to a `.enc` file is taken as decrypted, any other as stored.
+    """
+    db.executescript(
+        """
+        ALTER TABLE links ADD COLUMN mode TEXT;
+        ALTER TABLE link_events ADD COLUMN mode TEXT;
+        ALTER TABLE link_events ADD COLUMN start INTEGER;
+        ALTER TABLE link_events ADD COLUMN seconds REAL;
+        UPDATE links SET mode = CASE WHEN decrypt AND path LIKE '%.enc' THEN 'decrypted' ELSE 'stored' END;
+        UPDATE link_events SET start = bytes, bytes = NULL WHERE event = 'started';
+        """
+    )

@@ -46,3 +46,8 @@ def update_storage(db: Database, record: StorageRecord) -> bool:
         [record.name, json.dumps(record.config), record.id, record.kind],
     )
     return cursor.rowcount == 1
+
+
+def delete_storage(db: Database, storage_id: str) -> bool:
+    """Forget a storage (its links stay, pointing at an id that no longer opens); False when it is gone."""
+    return db.execute("DELETE FROM storages WHERE id = ?", [storage_id]).rowcount == 1

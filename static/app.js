@@ -1,4 +1,5 @@
-// Oncelink's progressive enhancement: CSRF for htmx, the link dialog, its countdown and copy buttons.
+// Oncelink's progressive enhancement: CSRF for htmx, dialogs (the link dialog, confirmations) and
+// the focus they give back, the countdown and the copy buttons.
 // Everything here is optional: without JavaScript the pages still work as plain links and forms.
 (function () {
   "use strict";
@@ -12,12 +13,54 @@
     event.detail.headers["X-CSRFToken"] = csrfToken();
   });
 
+  // A dialog gives the focus back to what opened it when it closes (Esc, Close or an answer):
+  // the Actions button of the menu that held the opener, since the menu closes behind it.
+  const openers = new WeakMap();
+  let lastTrigger = null;
+
+  function focusHome(element) {
+    const menu = element && element.closest ? element.closest("details.menu") : null;
+    return menu ? menu.querySelector("summary") : element;
+  }
+
+  function openDialog(dialog, opener) {
+    openers.set(dialog, focusHome(opener));
+    dialog.showModal();
+  }
+
+  document.addEventListener("close", function (event) {
+    const back = event.target instanceof HTMLDialogElement ? openers.get(event.target) : null;
+    if (back && back.isConnected) back.focus();
+  }, true); // "close" does not bubble: listen on the way down
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    lastTrigger = event.detail.elt;
+  });
+
   // Content loaded into a dialog opens it; a menu closes once one of its actions is chosen.
   document.addEventListener("htmx:afterSwap", function (event) {
     const target = event.detail && event.detail.target;
     const dialog = target && target.closest ? target.closest("dialog") : null;
-    if (dialog && !dialog.open) dialog.showModal();
+    if (dialog && !dialog.open) openDialog(dialog, lastTrigger);
     tick();
+  });
+
+  // hx-confirm asks in the page's own dialog rather than the browser's bare confirm(); its
+  // button says what will happen ("Remove", "Revoke"): the label of the button that was pressed.
+  document.addEventListener("htmx:confirm", function (event) {
+    const dialog = document.getElementById("confirm-dialog");
+    if (!event.detail.question || !dialog) return;
+    event.preventDefault();
+    const trigger = event.detail.triggeringEvent;
+    const pressed = (trigger && trigger.submitter) || document.activeElement;
+    const label = pressed && pressed.tagName === "BUTTON" ? pressed.textContent.trim() : "";
+    dialog.querySelector(".confirm-question").textContent = event.detail.question;
+    dialog.querySelector("button[value=confirm]").textContent = label || "Confirm";
+    dialog.returnValue = "";
+    dialog.addEventListener("close", function () {
+      if (dialog.returnValue === "confirm") event.detail.issueRequest(true);
+    }, { once: true });
+    openDialog(dialog, pressed);
   });
   document.addEventListener("click", function (event) {
     const item = event.target.closest(".menu-items a");

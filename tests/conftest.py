@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from playwright.sync_api import sync_playwright
 
 from app import create_app
 from core.accounts import create_user
@@ -28,6 +29,14 @@ from storage.s3 import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def make_app(data_dir: Path, backups: Path, **config):
@@ -223,6 +232,15 @@ def live_server(tmp_path_factory):
     server = LiveServer(base / "instance", base / "backups").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright (it cannot download browsers of its own here)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture

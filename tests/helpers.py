@@ -1,11 +1,13 @@
 """Helpers for the tests that drive real servers: files, curl and wget, clients of the tests' own
 that read at their own pace or keep their connection, the worker process that serves a given
-connection, and a process that swaps two names in the storage for the symlink races."""
+connection, a process that swaps two names in the storage for the symlink races, and the browser
+pages (a context that records every console error, signing in, the link dialog)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import selectors
@@ -14,18 +16,23 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from playwright.sync_api import Browser, Page, expect
+
+from core.accounts import create_user
 from core.listings import Order, page_after
 from core.tokens import hash_token
 from db import connect
 from db.events import list_events
 from db.links import find_link
 from storage.base import Entry, Storage
+from tests.conftest import PASSWORD
 
 MIB = 1024 * 1024
 
@@ -124,7 +131,8 @@ def wget_killed_then_continued(server, url: str, target: Path, expected: bytes) 
     assert target.read_bytes() == expected
     link, events = link_record(server, url)
     assert link.uses == 1
-    assert [e.bytes for e in events if e.event == "started"][-1] >= partial_size
+    resumed = [e for e in events if e.event == "started"][-1]
+    assert resumed.start >= partial_size and resumed.bytes is None
 
 
 class RawDownload:
@@ -382,3 +390,46 @@ class SlowCrowd:
         for key in list(self._selector.get_map().values()):
             key.fileobj.close()
         self._selector.close()
+
+
+def browser_page(browser: Browser, server, **context_options) -> Page:
+    """A page in a context of its own whose console errors, CSP violations included, and script
+    errors gather in `page.problems`; close it with `page.context.close()`."""
+    context = browser.new_context(base_url=server.url, **context_options)
+    page = context.new_page()
+    page.problems = []
+
+    def console(message) -> None:
+        if message.type == "error":
+            page.problems.append(f"{message.text} at {message.location} on {page.url}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    return page
+
+
+def sign_in(page: Page, server, role: str = "operator") -> str:
+    """A new user with `role`, signed in through the form; returns its name."""
+    name = f"{role}-{time.monotonic_ns()}"
+    db = connect(server.app.config["DATABASE"])
+    create_user(db, name, PASSWORD, role, time.time())
+    db.close()
+    page.goto("/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    return name
+
+
+def open_link_dialog(page: Page, file_name: str) -> None:
+    page.get_by_label(f"Actions for {file_name}").click()
+    page.get_by_role("link", name="wget / curl link").click()
+    expect(page.locator("dialog[open] #link-box")).to_be_visible()
+
+
+@functools.cache
+def screenshots_dir() -> Path:
+    """Where the browser tests save screenshots: docs/screenshots/ under `make screenshots`
+    (ONCELINK_SCREENSHOTS), else a temporary folder, so a plain test run keeps the tree clean."""
+    return Path(os.environ.get("ONCELINK_SCREENSHOTS") or tempfile.mkdtemp(prefix="oncelink-screenshots-"))

@@ -216,6 +216,56 @@ def test_operators_see_only_their_own_links(app, client, auth):
     assert client.get(f"/api/links/{link_id}/events").status_code == 404
 
 
+def test_links_come_a_page_at_a_time_each_exactly_once(app, client, auth):
+    auth.login("operator")
+    minted = [
+        client.post(URL, json={"file": "db.sql.gz"}, headers=auth.headers()).get_json()["id"]
+        for _ in range(7)
+    ]
+    pages, cursor = [], ""
+    while cursor is not None:
+        body = client.get(f"/api/links?limit=3&cursor={cursor}").get_json()
+        pages.append([link["id"] for link in body["links"]])
+        cursor = body["next"]
+    newest_first = minted[::-1]
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:]]
+
+
+def test_the_links_answer_carries_the_pages_data_and_filters(app, client, auth):
+    auth.login("operator")
+    first = client.post(URL, json={"file": "db.sql.gz"}, headers=auth.headers()).get_json()
+    client.post(URL, json={"file": "db.sql.gz"}, headers=auth.headers())
+    assert first["mode"] == "stored" and first["delivery"] == "proxy"
+    client.get(first["url"], headers={"Range": "bytes=1-"}, buffered=True)
+    body = client.get("/api/links?state=used").get_json()
+    assert body["next"] is None
+    (link,) = body["links"]
+    assert (link["id"], link["mode"], link["createdBy"], link["eventCount"]) == (
+        first["id"],
+        "stored",
+        "operator",
+        3,
+    )
+    started, completed = link["events"][1:]
+    assert (started["event"], started["start"], started["bytes"], started["mode"]) == (
+        "started",
+        1,
+        None,
+        "stored",
+    )
+    assert (completed["event"], completed["start"], completed["bytes"]) == ("completed", 1, len(b"dump") - 1)
+    assert completed["seconds"] >= 0 and completed["at"].endswith("Z")
+    assert len(client.get("/api/links").get_json()["links"]) == 2  # 200 a page, as before pages existed
+    assert client.get("/api/links?q=nothing-like-it").get_json()["links"] == []
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "cursor=abc", "state=gone"])
+def test_bad_link_pages_are_400(client, auth, query):
+    auth.login("operator")
+    response = client.get(f"/api/links?{query}")
+    assert response.status_code == 400 and response.get_json()["success"] is False
+
+
 @pytest.fixture
 def escape_links(backups, tmp_path):
     outside = tmp_path / "outside"

@@ -83,6 +83,26 @@ def test_storages_add_local_and_list(app, runner, tmp_path):
     assert runner.invoke(args=["storages", "add-local", "Bad Id!", str(tmp_path)]).exit_code != 0
 
 
+def test_storages_remove_asks_first_and_revokes_the_links(app, runner, backups):
+    (backups / "db.sql.gz").write_bytes(b"dump")
+    runner.invoke(args=["links", "create", "local", "db.sql.gz"])
+    kept = runner.invoke(args=["storages", "remove", "local"], input="n\n")
+    assert kept.exit_code == 1 and "revoke its 1 working link(s)? [y/N]" in kept.output
+    assert [record.id for record in list_storages(database(app))] == ["local"]
+    removed = runner.invoke(args=["storages", "remove", "local"], input="y\n")
+    assert removed.exit_code == 0 and "Storage 'local' removed; 1 working link(s) revoked." in removed.output
+    assert list_storages(database(app)) == [] and (backups / "db.sql.gz").exists()
+    assert "\trevoked\t" in runner.invoke(args=["links", "list"]).output
+    again = runner.invoke(args=["storages", "remove", "local", "--yes"])
+    assert again.exit_code == 1 and "No storage 'local'." in again.output
+
+
+def test_storages_remove_yes_does_not_ask(app, runner):
+    removed = runner.invoke(args=["storages", "remove", "local", "--yes"])
+    assert removed.exit_code == 0 and "[y/N]" not in removed.output
+    assert "0 working link(s) revoked" in removed.output
+
+
 def test_links_create_prints_only_the_url(app, runner, backups):
     (backups / "db.sql.gz").write_bytes(b"dump")
     result = runner.invoke(args=["links", "create", "local", "db.sql.gz", "--ttl", "60", "--uses", "2"])

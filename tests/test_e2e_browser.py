@@ -10,37 +10,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from core.accounts import create_user
-from db import connect
-from tests.conftest import PASSWORD, mint
+from tests.conftest import mint
+from tests.helpers import browser_page, open_link_dialog, screenshots_dir, sign_in
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# `make screenshots` points this at docs/screenshots/; a plain test run keeps the tree clean.
-SCREENSHOTS = Path(os.environ.get("ONCELINK_SCREENSHOTS") or tempfile.mkdtemp(prefix="oncelink-screenshots-"))
+SCREENSHOTS = screenshots_dir()
 DUMP = os.urandom(300_000)
 NAME = "db 2026's dump.sql.gz"  # a space and a quote: the command must quote it
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,44 +36,15 @@ def server(live_server):
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(
-        base_url=server.url,
+    page = browser_page(
+        browser,
+        server,
         permissions=["clipboard-read", "clipboard-write"],
         viewport={"width": 1100, "height": 760},
     )
-    page = context.new_page()
-    page.problems = []
-    page.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and page.problems.append(f"{message.text} at {message.location} on {page.url}")
-        ),
-    )
-    page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm
     yield page
-    context.close()
+    page.context.close()
     assert page.problems == [], "\n".join(page.problems)  # no CSP violation, no script error
-
-
-def sign_in(page: Page, server, role: str = "operator") -> str:
-    name = f"{role}-{time.monotonic_ns()}"
-    db = connect(server.app.config["DATABASE"])
-    create_user(db, name, PASSWORD, role, time.time())
-    db.close()
-    page.goto("/login")
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    return name
-
-
-def open_link_dialog(page: Page, file_name: str) -> None:
-    page.get_by_label(f"Actions for {file_name}").click()
-    page.get_by_role("link", name="wget / curl link").click()
-    expect(page.locator("dialog[open] #link-box")).to_be_visible()
 
 
 def create_link(page: Page, ttl_label: str = "5 minutes") -> str:
@@ -109,13 +61,13 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_browse_copy_the_curl_command_and_fetch_the_file(page, server, tmp_path):
     sign_in(page, server)
     page.get_by_role("link", name="Local").click()
-    page.get_by_role("link", name="📁 nightly/").click()
+    page.get_by_role("link", name="nightly/").click()
     expect(page).to_have_url(re.compile(r"/browse/local\?path=nightly$"))  # hx-push-url
     expect(page.get_by_text(NAME)).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "explorer.png")
 
     page.go_back()
-    expect(page.get_by_role("link", name="📁 weekly/")).to_be_visible()
+    expect(page.get_by_role("link", name="weekly/")).to_be_visible()
     page.go_forward()
     expect(page.get_by_text(NAME)).to_be_visible()
 
@@ -143,11 +95,20 @@ def test_browse_copy_the_curl_command_and_fetch_the_file(page, server, tmp_path)
     page.keyboard.press("Escape")
     page.get_by_role("link", name="Links").click()
     row = page.locator("tr.link-row").filter(has_text=NAME).first
-    expect(row.locator(".badge")).to_have_text("used")
+    expect(row.locator(".badge:not(.mode)")).to_have_text("used")
+    expect(row.locator("td.name > .badge.mode")).to_have_text("as stored")
     row.get_by_text("events").click()
     expect(row.get_by_text("completed").first).to_be_visible()
     expect(row.get_by_text("curl/").first).to_be_visible()
+    expect(row.locator("li.completed time")).to_have_text(re.compile(r"\d\d:\d\d:\d\d$"))
     page.screenshot(path=SCREENSHOTS / "links.png", full_page=True)
+    search = page.get_by_role("searchbox", name="Filter by file name")
+    search.fill("no such file")
+    expect(page.locator("tr.link-row")).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"/links\?q=no(%20|\+)such(%20|\+)file$"))
+    search.fill("2026's")
+    expect(page.locator("tr.link-row").filter(has_text=NAME)).to_have_count(1)
+    expect(search).to_be_focused()  # the list changed under it, the box stayed
 
 
 def test_regenerate_revoke_and_expiry(page, server):
@@ -183,9 +144,12 @@ def test_regenerate_revoke_and_expiry(page, server):
 
     page.get_by_role("link", name="Links").click()
     rows = page.locator("tr.link-row").filter(has_text="app-config.tar")
-    expect(rows.locator(".badge")).to_have_text(["active", "revoked"])
+    expect(rows.locator(".badge:not(.mode)")).to_have_text(["active", "revoked"])
     rows.first.get_by_role("button", name="Revoke").click()
-    expect(rows.first.locator(".badge")).to_have_text("revoked")
+    confirm = page.locator("#confirm-dialog")
+    expect(confirm).to_contain_text("Revoke this link?")  # the page's own dialog, not confirm()
+    confirm.get_by_role("button", name="Revoke").click()
+    expect(rows.first.locator(".badge:not(.mode)")).to_have_text("revoked")
     assert subprocess.run(["curl", "-fsS", "-o", "/dev/null", second_url]).returncode == 22
 
 
@@ -233,14 +197,14 @@ def test_short_link_expires_on_the_landing_page(page, server):
 
 
 def test_phone_width_explorer(browser, server):
-    context = browser.new_context(base_url=server.url, viewport={"width": 390, "height": 760})
-    page = context.new_page()
+    page = browser_page(browser, server, viewport={"width": 390, "height": 760})
     sign_in(page, server, "viewer")
     page.goto("/browse/local?path=nightly")
     expect(page.get_by_text(NAME)).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
     page.screenshot(path=SCREENSHOTS / "explorer-phone.png")
-    context.close()
+    page.context.close()
+    assert page.problems == []
 
 
 def test_admin_adds_and_tests_a_storage(page, server, tmp_path):

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core import explorer, listings
-from core.listings import Snapshot
+from core import explorer, listings, snapshots
+from core.snapshots import Snapshot
 from db import connect
 from db.storages import StorageRecord, insert_storage
 from storage.base import FolderScan
@@ -30,15 +30,15 @@ COUNT = 10_000
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 ORDERS = [(sort, descending) for sort in ("name", "size", "date") for descending in (False, True)]
 HX = {"HX-Request": "true"}
-ROW = re.compile(r'(?:class="file-name"><bdi>|📁 <bdi>)([^<]*)</bdi>')
+ROW = re.compile(r'(?:class="file-name"><bdi>|</svg> <bdi>)([^<]*)</bdi>')
 NEXT = re.compile(r'<a href="([^"]+)" hx-get="[^"]+"\s*>Next →</a>')
 
 
 @pytest.fixture(autouse=True)
 def no_kept_scans():
-    listings.snapshots.clear()
+    snapshots.snapshots.clear()
     yield
-    listings.snapshots.clear()
+    snapshots.snapshots.clear()
 
 
 def write_big_folder(folder) -> list[tuple[str, bool, int, float]]:
@@ -88,7 +88,7 @@ def big_local(app, big_local_root, monkeypatch):
     db = connect(app.config["DATABASE"])
     insert_storage(db, StorageRecord("bulk", "Bulk", "local", {"path": str(root)}))
     db.close()
-    monkeypatch.setattr(listings, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
     return rows
 
 
@@ -206,8 +206,8 @@ def test_a_folder_changed_between_pages_repeats_nothing_and_loses_nothing(
     """Entries there all along come exactly once; one added after the cursor comes, one added
     before it does not (the cursor is a position, not an offset that a change would shift)."""
     if kept:
-        monkeypatch.setattr(listings, "KEEP_FROM", 1)
-        monkeypatch.setattr(listings, "RACY_SECONDS", -1.0)
+        monkeypatch.setattr(snapshots, "KEEP_FROM", 1)
+        monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
     folder = backups / "changing"
     folder.mkdir(parents=True)
     original = [f"f{number:03d}" for number in range(0, 600, 2)]

@@ -161,3 +161,32 @@ def test_revoking_stops_a_running_transfer(live_server):
     assert client.ended == "reset" and len(received) < len(data)
     wait_for(lambda: ("stopped", "revoked") in events_of(live_server, url), "the transfer to be stopped")
     assert link_record(live_server, url)[0].uses == 0
+
+
+def revoke(server, url: str) -> None:
+    db = connect(server.app.config["DATABASE"])
+    try:
+        revoke_link(db, link_record(server, url)[0].id, None, time.time())
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("cut", "ending"), [("stall", ("aborted", "stalled")), ("revoke", ("stopped", "revoked"))]
+)
+def test_a_cut_transfer_records_what_the_client_acknowledged_not_what_was_queued(live_server, cut, ending):
+    """A client that stops reading leaves megabytes queued in the server's socket buffers; cut off
+    (stalled, or its link revoked), the event log says how much reached it, never more than it got."""
+    make_file(live_server.backups, f"cut-{cut}.bin", 32 * MIB)
+    url = live_server.link(f"cut-{cut}.bin")
+    client = RawDownload(url, receive_buffer=256 * 1024)
+    client.read(MIB)
+    if cut == "revoke":
+        revoke(live_server, url)
+    wait_for(lambda: ending in events_of(live_server, url), "the transfer to be cut off")
+    received = len(client.read_to_end())
+    link, events = link_record(live_server, url)
+    (ended,) = [event for event in events if event.event == ending[0]]
+    assert MIB <= ended.bytes <= received
+    assert link.bytes_sent > received  # handed to the kernel, and charged to the byte budget
+    assert ended.start == 0 and ended.seconds > 0 and ended.mode == "stored"

@@ -201,11 +201,11 @@ def test_api_lists_and_mints_on_s3(app, client, auth, bucket):
     )
 
 
-def test_a_missing_bucket_is_a_clear_500_at_minting(app, client, auth, bucket):
+def test_a_missing_bucket_is_a_clear_503_at_minting(app, client, auth, bucket):
     add_s3(app, "gone", bucket.url, "no-such-bucket")
     auth.login("operator")
     response = client.post("/api/storage/gone/download-url", json={"file": "x"}, headers=auth.headers())
-    assert response.status_code == 500 and "does not exist" in response.get_json()["error"]
+    assert response.status_code == 503 and "does not exist" in response.get_json()["error"]
 
 
 def test_redirect_mode_through_the_test_client(app, client, bucket):

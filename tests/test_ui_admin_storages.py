@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
+from core.links import revoke_link
+from core.tokens import hash_token
+from db.events import list_events
+from db.links import find_link
 from db.storages import get_storage
-from tests.conftest import add_s3, free_port
+from tests.conftest import add_s3, free_port, mint
 
 SECRET = "s3cr3t-Never-Shown-0123456789"
 HTMX = {"HX-Request": "true"}
@@ -35,6 +40,7 @@ def admin_requests(auth, tmp_path) -> list[tuple[str, str, dict | None]]:
         ("POST", "/admin/storages", form),
         ("POST", "/admin/storages/local", local_form(auth, path=str(tmp_path / "moved"))),
         ("POST", "/admin/storages/local/check", {"csrf_token": auth.csrf_token}),
+        ("POST", "/admin/storages/local/remove", {"csrf_token": auth.csrf_token}),
     ]
 
 
@@ -44,6 +50,7 @@ def test_only_admins_see_or_change_storages(client, auth, db, tmp_path, role):
     for method, url, data in admin_requests(auth, tmp_path):
         assert client.open(url, method=method, data=data).status_code == 403, url
     assert get_storage(db, "nas") is None and not (tmp_path / "nas").exists()
+    assert get_storage(db, "local") is not None
     assert "/admin/storages" not in client.get("/").text
 
 
@@ -83,6 +90,7 @@ def test_changes_need_the_csrf_token(client, auth, db, tmp_path):
             assert answer.status_code == 400 and "CSRF" in answer.text, url
     assert get_storage(db, "nas") is None
     assert get_storage(db, "local").config["path"] != str(tmp_path / "moved")
+    assert client.get("/browse/local").status_code == 200  # not removed
 
 
 def test_add_a_local_storage(client, auth, db, tmp_path):
@@ -228,6 +236,7 @@ def test_edit_unknown_storage_is_404(client, auth):
     assert client.get("/admin/storages/nope").status_code == 404
     assert client.post("/admin/storages/nope", data=local_form(auth, path="/tmp")).status_code == 404
     assert client.post("/admin/storages/nope/check", data={"csrf_token": auth.csrf_token}).status_code == 404
+    assert client.post("/admin/storages/nope/remove", data={"csrf_token": auth.csrf_token}).status_code == 404
 
 
 def check(client, auth, storage_id: str, htmx: bool = True):
@@ -241,7 +250,7 @@ def test_check_a_local_storage(client, auth, backups, tmp_path):
     auth.login("admin")
     fragment = check(client, auth, "local")
     assert fragment.status_code == 200 and fragment.vary.as_set() >= {"hx-request"}
-    assert fragment.text.startswith('<output class="check ok"')
+    assert fragment.text.startswith('<output id="check-local" class="check ok"')
     assert f"Folder {backups.resolve()} is readable." in fragment.text
     page = check(client, auth, "local", htmx=False)
     assert page.status_code == 200 and "<html" in page.text and 'class="check ok"' in page.text
@@ -266,3 +275,54 @@ def test_check_s3_ok_missing_bucket_and_unreachable(client, auth, app, moto):
     assert 'class="check error"' in down.text and "Cannot reach the S3 endpoint" in down.text
     for answer in (good, gone, down):
         assert answer.status_code == 200 and SECRET not in answer.text
+
+
+def download(client, token: str):
+    """Buffered, so the body is closed as a real server would close it."""
+    return client.get(f"/api/storage/public-download?token={token}", buffered=True)
+
+
+def link_of(db, token: str):
+    return find_link(db, hash_token(token))
+
+
+def test_removing_a_storage_revokes_its_working_links_and_keeps_their_history(
+    client, auth, app, db, backups, tmp_path
+):
+    auth.login("admin")
+    client.post("/admin/storages", data=local_form(auth, storage_id="nas", path=str(tmp_path / "nas")))
+    (tmp_path / "nas" / "db.sql.gz").write_bytes(b"dump")
+    (backups / "README.txt").write_bytes(b"readme")
+    working, spent = mint(app, "db.sql.gz", storage="nas", uses=2), mint(app, "db.sql.gz", storage="nas")
+    elsewhere, by_hand = mint(app, "README.txt"), mint(app, "README.txt")
+    assert download(client, spent).data == b"dump"
+    page = client.get("/admin/storages").text
+    assert (
+        "Its 1 working link will stop working at once." in page and "files themselves are not touched" in page
+    )
+
+    answer = client.post("/admin/storages/nas/remove", data={"csrf_token": auth.csrf_token}, headers=HTMX)
+    assert answer.status_code == 200 and answer.headers["HX-Redirect"] == "/admin/storages"
+    assert get_storage(db, "nas") is None and (tmp_path / "nas" / "db.sql.gz").read_bytes() == b"dump"
+    assert "Storage nas removed (1 working link revoked;" in client.get("/admin/storages").text
+
+    now = time.time()
+    link = link_of(db, working)
+    assert link.state(now) == "revoked"
+    events = [(event.event, event.reason) for event in list_events(db, link.id)]
+    assert events[0] == ("created", "cli") and events[-1] == ("revoked", "storage removed by admin")
+    assert link_of(db, spent).state(now) == "used"  # dead already: left as it was
+    assert download(client, elsewhere).data == b"readme"  # another storage's links work on
+
+    revoke_link(db, link_of(db, by_hand).id, None, now)
+    refused, revoked = download(client, working), download(client, by_hand)
+    assert refused.status_code == revoked.status_code == 401
+    assert refused.text == revoked.text  # answers exactly as a revoked link
+
+
+def test_removing_without_htmx_redirects_to_the_list(client, auth, db):
+    auth.login("admin")
+    answer = client.post("/admin/storages/local/remove", data={"csrf_token": auth.csrf_token})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/admin/storages"
+    assert get_storage(db, "local") is None
+    assert "No storage yet." in client.get("/admin/storages").text

@@ -217,7 +217,8 @@ def encrypted(app, db, backups):
 
 def test_encrypted_files_get_a_badge_a_choice_and_decrypt(client, auth, encrypted, db):
     auth.login("operator")
-    assert "🔒 encrypted · main" in client.get("/browse/local").text
+    assert '<svg class="icon icon-lock"' in client.get("/browse/local").text
+    assert "</svg> encrypted · main" in client.get("/browse/local").text
     dialog = client.get("/browse/local/link?path=secret.sql.enc", headers=HX).text
     assert 'name="decrypt" value="0"' in dialog and "profile main" in dialog
     assert client.get("/browse/local/file?path=secret.sql.enc", buffered=True).data == encrypted

@@ -1,0 +1,36 @@
+"""Work that makes many system calls in a row, kept from holding up the other requests of a worker.
+
+Under gunicorn's gevent worker every request of a process is a greenlet on one OS thread, and a
+greenlet that stats 100,000 files keeps every other one waiting until it is done. Such work goes to
+gevent's pool of OS threads, where its system calls release the GIL and the hub goes on serving;
+the greenlet that asked waits for the result alone. Under the other worker classes, and in tests,
+each request has an OS thread of its own, and the work is a plain call.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+Result = TypeVar("Result")
+
+
+def under_gevent() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def off_the_hub(work: Callable[..., Result], *args, **kwargs) -> Result:
+    """`work(*args, **kwargs)`, on one of gevent's OS threads where the worker is gevent's."""
+    if not under_gevent():
+        return work(*args, **kwargs)
+    from gevent import get_hub
+
+    return get_hub().threadpool.apply(work, args, kwargs)
+
+
+def in_background(work: Callable[[], None], name: str) -> None:
+    """`work()` after this request rather than in it: a thread (under gevent, a greenlet)."""
+    threading.Thread(target=work, name=name, daemon=True).start()

@@ -1,0 +1,307 @@
+"""Scans of folders, kept by this process and patched when a few names change.
+
+Showing one page of a sorted folder takes the whole folder sorted. So a folder is scanned once into
+compact columns (storage.base.FolderScan), sorted once per order, and kept a while; every later page
+costs only its own rows. A local folder's scan holds while the folder's version (its mtime and
+ctime) stays, which any name added, removed or renamed moves. Sizes and dates change without it, so
+a scan's sizes and dates serve KEEP_SECONDS at most, as does any scan of S3, where nothing short of
+listing tells that a prefix changed.
+
+When a local folder's version moves, its kept scan is patched rather than redone: the names are read
+again (one pass of getdents, no stat per name), compared with the kept ones, and only the names that
+came are looked at. Rows of names that went are dropped from each order, rows of names that came are
+inserted where they belong, and every other row keeps its place: no sort, no stat of the 100,000
+names that stayed. Their sizes and dates are as old as the scan they came from (KEEP_SECONDS at
+most); the rows a page shows are looked at afresh anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from array import array
+from bisect import insort
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from itertools import compress
+from threading import Lock
+
+from core.offloading import in_background, off_the_hub
+from storage.base import Entry, FolderScan, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+KEEP_SECONDS = 30.0
+# Sizes and dates older than KEEP_SECONDS still order a local folder's pages while a scan made in
+# the background looks at them again, up to this age: beyond it, the page waits for that scan.
+STALE_SECONDS = 300.0
+# Timestamps move in ticks: a folder changed just before its scan may change again within the same
+# tick without its version moving, so such a scan serves its own request and is not kept.
+RACY_SECONDS = 1.0
+KEEP_FROM = 1000  # smaller folders are scanned afresh for each page: it costs less than a millisecond
+KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 10 MB per 100,000 rows)
+# Names that came or went since the kept scan, beyond which a fresh scan costs about as much as a patch.
+PATCH_LIMIT = 2000
+DEAD_SHARE = 0.25  # rows of names that went, as a share of a scan's rows, before it is scanned afresh
+
+
+class Sort(StrEnum):
+    NAME = "name"
+    SIZE = "size"
+    DATE = "date"
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """A scan's rows in one ascending order; rows[:split] is the first group (the folders, where
+    folders come first), and descending orders run backwards within each group."""
+
+    rows: array
+    split: int
+
+
+def folders_first(storage: Storage, sort: Sort) -> bool:
+    """Always, but in S3's own name order, where folders sit among the files as S3 lists them."""
+    return sort is not Sort.NAME or not storage.pages_by_name
+
+
+def ordering(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]) -> Ordering:
+    """Sorted one key at a time, each sort stable, so no tuple per row is ever built."""
+    keys = list(map(storage.name_key, scan.names, scan.folders))
+    rows = sorted(rows, key=keys.__getitem__)
+    del keys
+    if sort is not Sort.NAME:
+        rows.sort(key=(scan.sizes if sort is Sort.SIZE else scan.mtimes).__getitem__)
+    if not folders_first(storage, sort):
+        return Ordering(array("I", rows), len(rows))
+    rows.sort(key=scan.folders.__getitem__, reverse=True)  # reverse keeps equal rows in order too
+    return Ordering(array("I", rows), sum(scan.folders[row] for row in rows))
+
+
+def sort_key(storage: Storage, scan: FolderScan, sort: Sort) -> Callable[[int], tuple]:
+    """One row's place within its group, as ordering() sorts it."""
+    values = {Sort.SIZE: scan.sizes, Sort.DATE: scan.mtimes}.get(sort)
+    return lambda row: (values[row] if values else 0, storage.name_key(scan.names[row], scan.folders[row]))
+
+
+def patched_ordering(
+    storage: Storage, scan: FolderScan, sort: Sort, kept: Ordering, gone: set[int], came: range
+) -> Ordering:
+    """`kept` without the rows in `gone`, and with the rows in `came` where they belong."""
+    first = [row for row in kept.rows[: kept.split] if row not in gone]
+    second = [row for row in kept.rows[kept.split :] if row not in gone]
+    grouped, key = folders_first(storage, sort), sort_key(storage, scan, sort)
+    for row in came:
+        insort(first if not grouped or scan.folders[row] else second, row, key=key)
+    return Ordering(array("I", first + second), len(first))
+
+
+@dataclass(frozen=True)
+class Contents:
+    names: set[str]
+    folders: set[str]  # those of the names that are folders
+
+    def kinds_kept(self, other: Contents) -> bool:
+        """Whether every name in both is of the same kind (file or folder) in both."""
+        return self.folders & other.names == other.folders & self.names
+
+
+def contents(scan: FolderScan, dead: frozenset[int] = frozenset()) -> Contents:
+    """The names of a scanned folder, those that went since left out."""
+    names = scan.names
+    if dead:
+        alive = bytearray(b"\1") * len(scan)
+        for row in dead:
+            alive[row] = 0
+        names = compress(names, alive)
+    folder_rows = compress(range(len(scan)), scan.folders)
+    return Contents(set(names), {scan.names[row] for row in folder_rows if row not in dead})
+
+
+@dataclass
+class Snapshot:
+    scan: FolderScan
+    taken_at: float  # wall-clock time when the names were read
+    stats_at: float = 0.0  # when the sizes and dates were (by the scan this one was patched from)
+    dead: frozenset[int] = frozenset()  # rows of names that went since the scan; in no ordering
+    orderings: dict[Sort, Ordering] = field(default_factory=dict)
+    known: Contents | None = None  # the names, once a patch needed them
+
+    def __post_init__(self):
+        self.stats_at = self.stats_at or self.taken_at
+
+    def ordering(self, storage: Storage, sort: Sort) -> Ordering:
+        if sort not in self.orderings:
+            rows = (row for row in range(len(self.scan)) if row not in self.dead)
+            self.orderings[sort] = ordering(storage, self.scan, sort, rows)
+        return self.orderings[sort]
+
+    def stats_young(self, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+        """Whether the sizes and dates, where the order needs them, are less than `limit` old."""
+        return not stats or (self.scan.sizes is not None and now - self.stats_at < limit)
+
+    def stats_due(self, stats: bool, now: float) -> bool:
+        """Whether sizes and dates that an order needs are due to be looked at again while they
+        still serve: only where the names are known to be current (a local folder's version)."""
+        return (
+            self.scan.version is not None
+            and self.stats_young(stats, now, STALE_SECONDS)
+            and not self.stats_young(stats, now)
+        )
+
+    def holds(self, storage: Storage, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+        """Whether this scan still tells the folder as it is, as far as the order asked needs."""
+        if not self.stats_young(stats, now, limit):
+            return False
+        if self.scan.version is None:
+            return now - self.taken_at < KEEP_SECONDS
+        return storage.folder_version(self.scan.folder) == self.scan.version
+
+    def patchable(self, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+        """Whether this scan can be brought up to date by a patch (a local folder's, not too old)."""
+        fresh_enough = len(self.dead) < DEAD_SHARE * len(self.scan)
+        return self.scan.version is not None and self.stats_young(stats, now, limit) and fresh_enough
+
+    def contents(self) -> Contents:
+        if self.known is None:
+            self.known = contents(self.scan, self.dead)
+        return self.known
+
+    def worth_keeping(self) -> bool:
+        scan = self.scan
+        settled = scan.version is None or self.taken_at - scan.changed_at > RACY_SECONDS
+        return KEEP_FROM <= len(scan) <= KEEP_ROWS and settled
+
+
+def live_rows_named(scan: FolderScan, names: set[str], dead: frozenset[int]) -> set[int]:
+    if not names:
+        return set()
+    return {row for row, name in enumerate(scan.names) if name in names and row not in dead}
+
+
+def extended(column: array | None, values: Iterable) -> array | None:
+    return None if column is None else column + array(column.typecode, values)
+
+
+def appended(scan: FolderScan, entries: list[Entry], fresh: FolderScan) -> FolderScan:
+    """`scan` with a row for each of `entries` at its end, and the version of `fresh`."""
+    return replace(
+        scan,
+        names=scan.names + [entry.name for entry in entries],
+        folders=scan.folders + bytearray(entry.is_dir for entry in entries),
+        sizes=extended(scan.sizes, (entry.size for entry in entries)),
+        mtimes=extended(scan.mtimes, (entry.mtime for entry in entries)),
+        version=fresh.version,
+        changed_at=fresh.changed_at,
+    )
+
+
+def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
+    """`kept` brought up to the folder as it is now, or None where too much changed for a patch to
+    be worth it (or a name that stayed became a folder, or a folder a file: its rows would move)."""
+    scan = kept.scan
+    fresh = off_the_hub(storage.scan, scan.folder)
+    listed, known = contents(fresh), kept.contents()
+    went, came = known.names - listed.names, sorted(listed.names - known.names)
+    if len(went) + len(came) > PATCH_LIMIT or not listed.kinds_kept(known):
+        return None
+    gone = live_rows_named(scan, went, kept.dead)
+    entries = storage.scan_entries(FolderScan(scan.folder, came, bytearray(len(came))), range(len(came)))
+    columns = appended(scan, entries, fresh)
+    rows = range(len(scan), len(columns))
+    orderings = {
+        sort: patched_ordering(storage, columns, sort, ordering, gone, rows)
+        for sort, ordering in kept.orderings.items()
+    }
+    vanished = set(came) - {entry.name for entry in entries}  # between reading the names and the stat
+    known = Contents(listed.names - vanished, listed.folders - vanished)
+    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known)
+
+
+class Snapshots:
+    """The scans this process keeps, least recently used first, within a budget of rows."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._kept: OrderedDict[tuple[str, str], Snapshot] = OrderedDict()
+        self._rows = 0
+        self._lock = Lock()
+
+    def get(self, key: tuple[str, str]) -> Snapshot | None:
+        with self._lock:
+            if key in self._kept:
+                self._kept.move_to_end(key)
+            return self._kept.get(key)
+
+    def put(self, key: tuple[str, str], snapshot: Snapshot) -> None:
+        with self._lock:
+            self._drop(key)
+            self._kept[key] = snapshot
+            self._rows += len(snapshot.scan)
+            while self._rows > self.budget:
+                self._drop(next(iter(self._kept)))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        dropped = self._kept.pop(key, None)
+        if dropped is not None:
+            self._rows -= len(dropped.scan)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._rows = 0
+
+
+snapshots = Snapshots(KEEP_ROWS)
+
+
+def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
+    """The folder's kept scan while it holds, else that scan patched, else a new one (kept when
+    worth it). Where the kept sizes and dates are due to be looked at again, a scan in the
+    background does it, and they serve meanwhile."""
+    key = (storage.cache_key, folder)
+    now = time.time()
+    kept = snapshots.get(key)
+    limit = KEEP_SECONDS
+    if kept is not None and kept.stats_due(stats, now):
+        refresh_in_background(storage, key)
+        limit = STALE_SECONDS
+    if kept is not None and kept.holds(storage, stats, now, limit):
+        return kept
+    fresh = patched(storage, kept, now) if kept is not None and kept.patchable(stats, now, limit) else None
+    return kept_if_worth_it(key, fresh or scanned(storage, key[1], stats, now))
+
+
+def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
+    return Snapshot(off_the_hub(storage.scan, folder, stats=stats), now)
+
+
+def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
+    if snapshot.worth_keeping():
+        snapshots.put(key, snapshot)
+    return snapshot
+
+
+refreshing: set[tuple[str, str]] = set()  # the folders whose sizes and dates a scan is looking at
+refreshing_lock = Lock()
+
+
+def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
+    """A scan of the folder with sizes and dates, replacing the kept one when done; one at a time."""
+    with refreshing_lock:
+        if key in refreshing:
+            return
+        refreshing.add(key)
+
+    def refresh() -> None:
+        try:
+            kept_if_worth_it(key, scanned(storage, key[1], True, time.time()))
+        except StorageError as exc:
+            log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
+        finally:
+            with refreshing_lock:
+                refreshing.discard(key)
+
+    in_background(refresh, "listing-refresh")
