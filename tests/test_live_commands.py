@@ -87,7 +87,7 @@ def test_an_interrupted_command_resumes_when_run_again(live_server, big, tool, t
     assert target.read_bytes() == big
     wait_until_counted(live_server, command)
     link, events = link_record(live_server, url)
-    assert link.uses == 1 and [e.bytes for e in events if e.event == "started"][-1] >= partial  # resumed
+    assert link.uses == 1 and [e.start for e in events if e.event == "started"][-1] >= partial  # resumed
     assert run(command, tmp_path).returncode == REFUSED[tool][0]
     assert target.read_bytes() == big
     assert [path.name for path in tmp_path.iterdir()] == [target.name]

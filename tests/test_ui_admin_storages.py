@@ -316,7 +316,7 @@ def test_removing_a_storage_revokes_its_working_links_and_keeps_their_history(
 
     revoke_link(db, link_of(db, by_hand).id, None, now)
     refused, revoked = download(client, working), download(client, by_hand)
-    assert refused.status_code == revoked.status_code == 401
+    assert refused.status_code == revoked.status_code == 410
     assert refused.text == revoked.text  # answers exactly as a revoked link
 
 
