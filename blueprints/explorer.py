@@ -23,7 +23,7 @@ from blueprints.pages import (
 from blueprints.responses import file_response
 from core.commands import fetch_commands
 from core.downloads import open_direct
-from core.explorer import FolderQuery, breadcrumbs, browse_folder, describe_file
+from core.explorer import PAGE_SIZE, PAGE_SIZES, FolderQuery, breadcrumbs, browse_folder, describe_file
 from core.links import (
     InvalidLinkRequest,
     LinkLimits,
@@ -48,7 +48,8 @@ TTL_PRESETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
 
 def folder_query(args: MultiDict) -> FolderQuery:
-    sort = args.get("sort", "name")
+    """The query string as a person's browser sends it; a value outside the choices is the default."""
+    sort, size = args.get("sort", "name"), args.get("size", PAGE_SIZE, type=int)
     return FolderQuery(
         folder=args.get("path", ""),
         sort=Sort(sort) if sort in set(Sort) else Sort.NAME,
@@ -56,6 +57,8 @@ def folder_query(args: MultiDict) -> FolderQuery:
         filter=args.get("q", "").strip(),
         page=args.get("page", 1, type=int) or 1,
         after=args.get("after", ""),
+        size=size if size in PAGE_SIZES else PAGE_SIZE,
+        below=args.get("below") == "1",
     )
 
 
@@ -70,6 +73,8 @@ def folder_url(storage_id: str, query: FolderQuery, **changes) -> str:
         "q": q.filter,
         "page": q.page if q.page > 1 else "",
         "after": q.after,
+        "size": q.size if q.size != PAGE_SIZE else "",
+        "below": "1" if q.below and q.filter else "",
     }
     return url_for("explorer.browse", storage_id=storage_id, **{k: v for k, v in args.items() if v})
 
@@ -78,14 +83,17 @@ def folder_url(storage_id: str, query: FolderQuery, **changes) -> str:
 @page_permission("storage:read")
 def browse(storage_id: str):
     listing = browse_folder(get_db(), storage_id, folder_query(request.args), keyring())
+    storages = list_storages(get_db())
     return render_htmx(
         "explorer/page.html",
         "explorer/_listing.html",
         storage_id=storage_id,
-        storages=list_storages(get_db()),
+        storage_name=next((storage.name for storage in storages if storage.id == storage_id), storage_id),
+        storages=storages,
         listing=listing,
         crumbs=breadcrumbs(listing.query.folder),
         folder_url=lambda **changes: folder_url(storage_id, listing.query, **changes),
+        page_sizes=PAGE_SIZES,
     )
 
 

@@ -50,13 +50,34 @@ def list_command() -> None:
 
 @keys_cli.command("export")
 @click.argument("name")
-def export_command(name: str) -> None:
+@click.option("--output", "output", help="Write the kit to this new file, readable by its owner only.")
+def export_command(name: str, output: str | None) -> None:
     """Print the profile's recovery kit: its key and how to decrypt without the server."""
     try:
         profile, key = keyring().by_name(get_db(), name)
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(recovery_kit(profile, key), nl=False)
+    kit = recovery_kit(profile, key)
+    if output is None:
+        click.echo(kit, nl=False)
+        return
+    write_private(output, kit.encode())
+    click.echo(f"Recovery kit of {profile.name!r} written to {output} (mode 0600): keep it offline.")
+
+
+def write_private(path: str, data: bytes) -> None:
+    """A new file only its owner can read, whatever the umask; an existing one is never overwritten."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError as exc:
+        raise click.ClickException(
+            f"{path} exists already: choose another name, or remove it first."
+        ) from exc
+    except OSError as exc:
+        raise click.ClickException(f"Cannot create {path}: {exc.strerror}.") from exc
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, 0o600)
+        file.write(data)
 
 
 @keys_cli.command("import")

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import Lock
 
 from sqlite_utils import Database
 
 from core.listings import Order, Page, Sort, page_after, page_at
+from core.search import Found, search_below
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
 from encryption.keys import Keyring, profile_names
 from storage import load_storage
 from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
 
-PAGE_SIZE = 100  # the explorer's rows per page
+PAGE_SIZE = 100  # the explorer's rows per page, unless the person chooses another of PAGE_SIZES
+PAGE_SIZES = (50, 100, 250, 500)
 DEFAULT_LIMIT = 1000  # the files API's entries per page, unless asked otherwise
 MAX_LIMIT = 5000
 KEPT_HEADERS = 5000  # about 1.5 MB; five pages of the files API, fifty of the explorer
@@ -106,6 +108,8 @@ class FolderQuery:
     filter: str = ""
     page: int = 1
     after: str = ""  # the cursor the page follows, where Next carries one (S3's own order)
+    size: int = PAGE_SIZE  # rows per page
+    below: bool = False  # the filter searches the folders below this one too
 
 
 @dataclass(frozen=True)
@@ -115,28 +119,36 @@ class FolderPage:
     total: int | None  # None where counting would mean listing the whole folder (S3's own order)
     pages: int | None
     next: str | None  # Next's cursor where the page count is unknown
+    search: Found | None = None  # where the filter searched below the folder: how far it went
 
 
-def browse_folder(
-    db: Database, storage_id: str, query: FolderQuery, keyring: Keyring, page_size: int = PAGE_SIZE
-) -> FolderPage:
+def browse_folder(db: Database, storage_id: str, query: FolderQuery, keyring: Keyring) -> FolderPage:
     """One page of a folder; only the page's files are opened for their headers."""
     storage = load_storage(db, storage_id, keyring)
+    if query.below and query.filter:
+        return _searched(db, storage, query)
     order = Order(query.sort, query.descending, query.filter)
-    number = max(1, query.page)
+    number, size = max(1, query.page), query.size
     if query.after:
-        page = page_after(storage, storage_id, query.folder, order, query.after, page_size)
+        page = page_after(storage, storage_id, query.folder, order, query.after, size)
     else:
-        page = page_at(storage, storage_id, query.folder, order, (number - 1) * page_size, page_size)
-        number = page.offset // page_size + 1
-    pages = max(1, -(-page.total // page_size)) if page.total is not None else None
+        page = page_at(storage, storage_id, query.folder, order, (number - 1) * size, size)
+        number = page.offset // size + 1
+    pages = max(1, -(-page.total // size)) if page.total is not None else None
     return FolderPage(
-        FolderQuery(query.folder, query.sort, query.descending, query.filter, number, query.after),
+        replace(query, page=number),
         listed(storage, page.entries, profile_names(db)),
         page.total,
         pages,
         page.next,
     )
+
+
+def _searched(db: Database, storage: Storage, query: FolderQuery) -> FolderPage:
+    """The filter's matches in the folder and below it, as one page."""
+    found = search_below(storage, query.folder, query.filter, query.size)
+    entries = listed(storage, found.entries, profile_names(db))
+    return FolderPage(replace(query, page=1, after=""), entries, len(entries), 1, None, found)
 
 
 @dataclass(frozen=True)

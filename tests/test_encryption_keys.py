@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -140,3 +141,21 @@ def test_workers_starting_together_share_one_master_key(tmp_path):
     assert len(outputs) == 1
     assert len(base64.b64decode(outputs.pop().split()[1])) == 32
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".secret-")) == []
+
+
+def test_a_kit_written_to_a_file_is_readable_by_its_owner_only_and_never_overwrites(app, db, tmp_path):
+    app.extensions["oncelink_keyring"].create(db, "main", time.time())
+    runner, target = app.test_cli_runner(), tmp_path / "main-kit.txt"
+    old_umask = os.umask(0o022)  # the usual umask, which would leave a redirected kit world-readable
+    try:
+        written = runner.invoke(args=["keys", "export", "main", "--output", str(target)])
+    finally:
+        os.umask(old_umask)
+    assert written.exit_code == 0, written.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    kit = target.read_text()
+    assert kit == runner.invoke(args=["keys", "export", "main"]).output and parse_kit(kit)
+    target.write_text(kit + "a note the owner added\n")
+    again = runner.invoke(args=["keys", "export", "main", "--output", str(target)])
+    assert again.exit_code != 0 and "exists already" in again.output
+    assert target.read_text() == kit + "a note the owner added\n"

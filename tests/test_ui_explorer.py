@@ -9,9 +9,11 @@ import time
 
 import pytest
 
+from core import search
 from core.commands import fetch_commands, output_name
 from core.tokens import hash_token
 from db.links import find_link, list_links
+from db.storages import StorageRecord, insert_storage
 from encryption.format import encrypt_stream, new_header
 from tests.conftest import PASSWORD, csrf_token_from, mint
 
@@ -73,6 +75,73 @@ def test_big_folders_are_paged(client, auth, backups):
     assert first.count('class="file-name"') == 100 and "page 1 of 3" in first
     last = client.get("/browse/local?path=many&page=3", headers=HX).text
     assert last.count('class="file-name"') == 50 and "f00249.bin" in last and "Next" not in last
+
+
+def test_the_pager_sits_above_and_below_with_first_last_a_jump_and_a_page_size(client, auth, backups):
+    many = backups / "many"
+    many.mkdir()
+    for index in range(250):
+        (many / f"f{index:05}.bin").write_bytes(b"")
+    auth.login("viewer")
+    second = client.get("/browse/local?path=many&page=2").text
+    assert 'aria-label="Pages (above)"' in second and 'aria-label="Pages (below)"' in second
+    assert second.count("« First") == 2 and second.count("Last »") == 2
+    assert 'href="/browse/local?path=many&amp;page=3"' in second  # Last, and Next
+    assert second.count('name="page" value="2" min="1" max="3"') == 2  # the jump, above and below
+    wide = client.get("/browse/local?path=many&size=250").text
+    assert wide.count('class="file-name"') == 250 and "Next" not in wide and "Last »" not in wide
+    assert '<option value="250" selected>' in wide
+    wide_second_page = client.get("/browse/local?path=many&size=50&page=5").text
+    assert wide_second_page.count('class="file-name"') == 50 and "f00249.bin" in wide_second_page
+    assert "size=50" in wide_second_page.split("« First")[0].rsplit("href=", 1)[-1]  # links keep the size
+    odd = client.get("/browse/local?path=many&size=7").text
+    assert odd.count('class="file-name"') == 100  # a size that is not offered is the default
+
+
+def test_the_filter_can_search_the_folders_below(client, auth, backups):
+    for path in (
+        "a/keep-1.sql",
+        "a/b/c/keep-2.sql",
+        "a/b/other.txt",
+        "z/keep-dir/inside.txt",
+        "keep-top.sql",
+    ):
+        (backups / "deep" / path).parent.mkdir(parents=True, exist_ok=True)
+        (backups / "deep" / path).write_bytes(b"x")
+    auth.login("viewer")
+    here = client.get("/browse/local?path=deep&q=keep", headers=HX).text
+    assert "keep-top.sql" in here and "keep-1.sql" not in here
+    below = client.get("/browse/local?path=deep&q=KEEP&below=1", headers=HX).text
+    shown = [
+        below.index(name)
+        for name in ("keep-top.sql", "a/keep-1.sql", "z/keep-dir</bdi>/", "a/b/c/keep-2.sql")
+    ]
+    assert shown == sorted(shown)  # nearer folders first
+    assert "other.txt" not in below and "inside.txt" not in below
+    assert "4 matches" in below and "may be more" not in below
+    assert 'href="/browse/local?path=deep/z/keep-dir"' in below  # a folder found opens as a folder
+
+
+def test_a_search_below_says_when_its_bounds_stopped_it(client, auth, backups, monkeypatch):
+    monkeypatch.setattr(search, "MAX_ENTRIES", 7)  # the folder, then two of its five folders
+    for number in range(5):
+        (backups / "wide" / f"sub{number}").mkdir(parents=True)
+        (backups / "wide" / f"sub{number}" / "match.sql").write_bytes(b"x")
+    auth.login("viewer")
+    cut = client.get("/browse/local?path=wide&q=match&below=1", headers=HX).text
+    assert "may be more" in cut and 0 < cut.count('class="file-name"') < 5
+
+
+def test_storages_are_named_once_on_home_and_in_the_breadcrumb(client, auth, db, backups):
+    insert_storage(db, StorageRecord("nightly", "Nightly dumps", "local", {"path": str(backups)}))
+    auth.login("viewer")
+    home = client.get("/").text
+    assert "Nightly dumps" in home and "a folder on this server · id <code>nightly</code>" in home
+    assert "(local)" not in home
+    page = client.get("/browse/nightly").text
+    crumbs = page.split('aria-label="Folder"')[1].split("</nav>")[0]
+    assert "Nightly dumps" in crumbs and "nightly<" not in crumbs
+    assert "<title>Nightly dumps · Oncelink</title>" in page
 
 
 def test_errors_are_clear_messages(client, auth):
@@ -225,8 +294,10 @@ def test_encrypted_files_get_a_badge_a_choice_and_decrypt(client, auth, encrypte
     form = {"path": "secret.sql.enc", "decrypt": "0", "csrf_token": auth.csrf_token}
     stored = client.post("/browse/local/link", data=form, headers=HX).text
     assert "curl -fL -C - -o secret.sql.enc" in stored and list_links(db)[0].decrypt is False
+    assert '<span class="badge mode stored">as stored</span>' in stored and "decrypted" not in stored
     plain = client.post("/browse/local/link", data={**form, "decrypt": "1"}, headers=HX).text
     assert "curl -fL -C - -o secret.sql " in plain
+    assert '<span class="badge mode decrypted">decrypted</span>' in plain and "decrypted on the fly" in plain
 
 
 @pytest.mark.parametrize(
@@ -271,3 +342,12 @@ def test_minting_in_the_dialog_purges_links_long_dead(app, client, auth, db, mon
     app.extensions["oncelink_purge"].wait()
     assert find_link(db, hash_token(old)) is None
     assert len(list_links(db)) == 1
+
+
+def test_a_search_below_reads_a_folder_met_again_through_a_symlink_once(client, auth, backups):
+    (backups / "looped" / "inner").mkdir(parents=True)
+    (backups / "looped" / "inner" / "keep.sql").write_bytes(b"x")
+    os.symlink("..", backups / "looped" / "inner" / "up")  # inner/up is looped itself
+    auth.login("viewer")
+    found = client.get("/browse/local?path=looped&q=keep&below=1", headers=HX).text
+    assert found.count('class="file-name"') == 1 and "1 match " in found and "may be more" not in found

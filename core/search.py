@@ -1,0 +1,61 @@
+"""A name searched for in a folder and every folder below it, within bounds.
+
+The walk goes folder by folder, breadth first (nearer matches first), reading each folder's names
+and kinds only (no stat per file; one request per folder on S3), and stops at whichever bound comes
+first: enough matches for a page, a number of entries read, or a time. It says whether it saw
+everything, so that the page can say the search was cut short. Symlinked folders are followed
+only where the storage confines them, and a folder met again through one (the same version: device
+and inode) is read once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from core.offloading import off_the_hub
+from storage.base import Entry, Storage, StorageError, clean_relative_path
+
+MAX_ENTRIES = 200_000  # names read, all folders together
+MAX_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Found:
+    entries: list[Entry]  # the matches, nearest folders first, each folder's in name order
+    folders: int  # folders read
+    names: int  # names read
+    complete: bool  # every folder below was read, and every match is in `entries`
+
+
+def search_below(storage: Storage, folder: str, needle: str, limit: int) -> Found:
+    """Entries whose name contains `needle` (case-insensitive), in `folder` and below it."""
+    folder = clean_relative_path(folder, allow_root=True)
+    needle, waiting = needle.casefold(), deque([folder])
+    matches: list[Entry] = []
+    folders = names = 0
+    seen: set[str | None] = set()
+    deadline = time.monotonic() + MAX_SECONDS
+    while waiting and len(matches) <= limit and names < MAX_ENTRIES and time.monotonic() < deadline:
+        current = waiting.popleft()
+        try:
+            scan = off_the_hub(storage.scan, current)
+        except StorageError:
+            if current == folder:
+                raise
+            continue  # a folder that went, or may not be read, is passed over as a listing would
+        if scan.version is not None and scan.version in seen:
+            continue  # a folder met again through a symlink
+        seen.add(scan.version)
+        folders, names = folders + 1, names + len(scan)
+        rows = sorted(range(len(scan)), key=lambda row: storage.name_key(scan.names[row], scan.folders[row]))
+        found = [row for row in rows if needle in scan.names[row].casefold()]
+        matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
+        waiting.extend(
+            f"{current}/{scan.names[row]}" if current else scan.names[row]
+            for row in rows
+            if scan.folders[row]
+        )
+    complete = not waiting and len(matches) <= limit
+    return Found(matches[:limit], folders, names, complete)
