@@ -26,6 +26,8 @@ def server(live_server):
     (nightly / LONG_NAME).write_bytes(b"dump" * 1000)
     (nightly / "app config (old).tar").write_bytes(b"config")
     (live_server.backups / "weekly").mkdir(exist_ok=True)
+    for number in range(120):  # enough for a full pager: first, previous, the jump, next, last
+        (live_server.backups / "weekly" / f"weekly-{number:03d}.sql.gz").write_bytes(b"w")
     add_s3(live_server.app, "offsite", f"http://127.0.0.1:{free_port()}", "backups")  # does not answer
     for uses in (1, 3):
         live_server.link(f"nightly/{LONG_NAME}", uses=uses)
@@ -67,6 +69,9 @@ def test_every_page_holds(page, server):
     assert dark == (page.look[1] == "dark")
     for path in ("/", "/browse/local", "/admin/users", "/admin/keys", "/admin/profiles", "/admin/storages"):
         visit(page, path)
+    visit(page, "/browse/local?path=weekly&size=50&page=2")
+    expect(page.get_by_role("link", name="Last »").first).to_be_visible()
+    visit(page, "/browse/local?path=weekly&q=weekly-11&below=1")
     visit(page, "/admin/storages/local")
     visit(page, "/browse/nope", 404)
     visit(page, "/browse/offsite", 503)
