@@ -164,7 +164,8 @@ def test_the_byte_budget_counts_running_transfers(db, file):
 def test_fifty_racing_claims_give_exactly_as_many_as_uses(app, file, uses):
     database_path = app.config["DATABASE"]
     setup = connect(database_path)
-    token = mint(setup, file, uses=uses).token
+    started = time.time()  # not NOW, taken when the module was imported: the link must be alive now
+    token = mint(setup, file, uses=uses, now=started).token
     setup.close()
     barrier = threading.Barrier(50)
     outcomes = []
@@ -173,7 +174,7 @@ def test_fifty_racing_claims_give_exactly_as_many_as_uses(app, file, uses):
         db = connect(database_path)
         barrier.wait()
         try:
-            claim(db, token, time.time())
+            claim(db, token, started)
             outcomes.append("claimed")
         except tokens.TokenBusy:
             outcomes.append("busy")
