@@ -65,11 +65,17 @@ def test_sort_and_filter(client, auth):
     assert "No name contains" in client.get("/browse/local?q=nothing-like-this").text
 
 
-def test_big_folders_are_paged(client, auth, backups):
-    many = backups / "many"
-    many.mkdir()
+@pytest.fixture
+def many(backups):
+    """A folder of 250 empty files: three pages of 100."""
+    folder = backups / "many"
+    folder.mkdir()
     for index in range(250):
-        (many / f"f{index:05}.bin").write_bytes(b"")
+        (folder / f"f{index:05}.bin").write_bytes(b"")
+    return folder
+
+
+def test_big_folders_are_paged(client, auth, many):
     auth.login("viewer")
     first = client.get("/browse/local?path=many").text
     assert first.count('class="file-name"') == 100 and "page 1 of 3" in first
@@ -77,11 +83,7 @@ def test_big_folders_are_paged(client, auth, backups):
     assert last.count('class="file-name"') == 50 and "f00249.bin" in last and "Next" not in last
 
 
-def test_the_pager_sits_above_and_below_with_first_last_a_jump_and_a_page_size(client, auth, backups):
-    many = backups / "many"
-    many.mkdir()
-    for index in range(250):
-        (many / f"f{index:05}.bin").write_bytes(b"")
+def test_the_pager_sits_above_and_below_with_first_last_a_jump_and_a_page_size(client, auth, many):
     auth.login("viewer")
     second = client.get("/browse/local?path=many&page=2").text
     assert 'aria-label="Pages (above)"' in second and 'aria-label="Pages (below)"' in second
