@@ -44,6 +44,7 @@ KEEP_FROM = 1000  # smaller folders are scanned afresh for each page: it costs l
 KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 10 MB per 100,000 rows)
 # Names that came or went since the kept scan, beyond which a fresh scan costs about as much as a patch.
 PATCH_LIMIT = 2000
+PREFETCH = True  # see prefetching(); the tests that count scans turn it off
 DEAD_SHARE = 0.25  # rows of names that went, as a share of a scan's rows, before it is scanned afresh
 
 
@@ -269,9 +270,18 @@ def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
         refresh_in_background(storage, key)
         limit = STALE_SECONDS
     if kept is not None and kept.holds(storage, stats, now, limit):
-        return kept
+        return prefetching(storage, key, kept)
     fresh = patched(storage, kept, now) if kept is not None and kept.patchable(stats, now, limit) else None
-    return kept_if_worth_it(key, fresh or scanned(storage, key[1], stats, now))
+    return prefetching(storage, key, kept_if_worth_it(key, fresh or scanned(storage, key[1], stats, now)))
+
+
+def prefetching(storage: Storage, key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
+    """A large local folder shown by name has its sizes and dates looked at in the background, so
+    that ordering it by date or size next (the newest backup first) finds them ready."""
+    scan = snapshot.scan
+    if PREFETCH and scan.sizes is None and scan.version is not None and snapshot.worth_keeping():
+        refresh_in_background(storage, key)
+    return snapshot
 
 
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:

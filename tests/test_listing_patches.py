@@ -24,6 +24,7 @@ ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
 def kept_scans(monkeypatch):
     """Scans kept although their folder changed a moment ago, as they would be a second later."""
     monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(snapshots, "PREFETCH", False)
     snapshots.snapshots.clear()
     yield
     snapshots.snapshots.clear()
@@ -191,3 +192,11 @@ def test_sizes_too_old_to_serve_while_they_are_refreshed_are_waited_for(folder, 
     kept_scan(folder).stats_at -= snapshots.STALE_SECONDS
     assert whole_folder(folder, Sort.SIZE)[-1].name == "file-00001"
     assert scans == [True, True]
+
+
+def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(folder, scans, monkeypatch):
+    monkeypatch.setattr(snapshots, "PREFETCH", True)
+    page_at(LocalStorage(str(folder)), "test", "f", Order(), 0, 100)
+    wait_for(lambda: kept_scan(folder).scan.sizes is not None, "the sizes and dates read in the background")
+    assert whole_folder(folder, Sort.DATE)[0].name == expected(folder / "f", Sort.DATE, False)[0]
+    assert scans == [False, True]  # the names for the page, then the background scan: none for the date order

@@ -35,7 +35,8 @@ NEXT = re.compile(r'<a href="([^"]+)" hx-get="[^"]+"\s*>Next →</a>')
 
 
 @pytest.fixture(autouse=True)
-def no_kept_scans():
+def no_kept_scans(monkeypatch):
+    monkeypatch.setattr(snapshots, "PREFETCH", False)  # no scan in the background outlives a test
     snapshots.snapshots.clear()
     yield
     snapshots.snapshots.clear()
