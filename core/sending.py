@@ -15,6 +15,7 @@ Elsewhere (the Flask test client, TLS) the body yields blocks and the same check
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import select
 import socket
@@ -27,6 +28,9 @@ from typing import BinaryIO
 
 from core.leases import HeldClaim, TransferStopped
 from encryption.format import IntegrityError
+from storage.base import StorageError
+
+log = logging.getLogger(__name__)
 
 PIECE_SIZE = 4 * 1024 * 1024  # at most this much goes out between two claim checks
 BLOCK_SIZE = 256 * 1024  # what the fallback path yields at a time
@@ -200,6 +204,10 @@ class TransferBody:
         except (BrokenPipeError, ConnectionResetError) as exc:  # the client went away
             self._failure = "client gone"
             raise TransferStopped("client gone") from exc
+        except StorageError as exc:  # a remote storage dropped mid-stream: what was sent stays good
+            self._failure = "storage failed"
+            log.warning("A transfer stopped because its storage failed: %s", exc)
+            raise TransferStopped("storage failed") from exc
 
     def _before_piece(self) -> None:
         if self._held is None:
