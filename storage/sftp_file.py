@@ -72,18 +72,18 @@ class SFTPReader(io.RawIOBase):
         if size <= 0:
             return b""
         offset = self._position - self._kept_at
-        if 0 <= offset < len(self._kept):
-            data = self._kept[offset : offset + size]
-        else:
-            data = self._stream(size)
-            if len(data) <= KEEP:
-                self._kept, self._kept_at = data, self._position
+        data = self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+        if len(data) < size:
+            streamed = self._stream(self._position + len(data), size - len(data))
+            if len(streamed) <= KEEP:
+                self._kept, self._kept_at = streamed, self._position + len(data)
+            data += streamed
         self._position += len(data)
         return data
 
-    def _stream(self, size: int) -> bytes:
-        if self._position != self._delivered - len(self._leftover):
-            self._restart(self._position)
+    def _stream(self, position: int, size: int) -> bytes:
+        if position != self._delivered - len(self._leftover):
+            self._restart(position)
         pieces, wanted = [], size
         while wanted > 0:
             if not self._leftover:
