@@ -106,14 +106,19 @@ class SshServer:
         return self
 
     def stop(self) -> None:
-        """sshd and the sessions it forked (each connection is a child of its own)."""
+        """sshd and every process of its sessions (each connection is a tree of its own)."""
         if self.process and self.process.poll() is None:
-            children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+            doomed = descendants(self.process.pid)
             self.process.kill()
             self.process.wait()
-            for child in children.stdout.split():
+            for pid in doomed:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(child), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [grandchild for child in map(int, found) for grandchild in [child, *descendants(child)]]
 
 
 @dataclass
@@ -193,3 +198,38 @@ def start_webdav(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def add_sftp(app, storage_id: str, server: SshServer, root: Path | None = None) -> None:
+    """Register an SFTP storage on `server` the way `storages add-sftp --key-file --fingerprint` does."""
+    from core.remote_storages import add_sftp_storage
+    from db import connect
+    from storage.sftp_connect import SFTPSettings
+
+    settings = SFTPSettings(
+        "127.0.0.1",
+        server.user,
+        str(root or server.root),
+        server.port,
+        (server.fingerprint,),
+        private_key=server.client_key,
+    )
+    db = connect(app.config["DATABASE"])
+    try:
+        add_sftp_storage(db, app.extensions["oncelink_keyring"], storage_id, settings)
+    finally:
+        db.close()
+
+
+def add_webdav(app, storage_id: str, server: DavServer) -> None:
+    """Register a WebDAV storage on `server` the way `storages add-webdav` does."""
+    from core.remote_storages import add_webdav_storage
+    from db import connect
+    from storage.webdav import WebDAVSettings
+
+    db = connect(app.config["DATABASE"])
+    try:
+        settings = WebDAVSettings(server.url, WEBDAV_USER, WEBDAV_PASSWORD)
+        add_webdav_storage(db, app.extensions["oncelink_keyring"], storage_id, settings)
+    finally:
+        db.close()

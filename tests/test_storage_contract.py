@@ -104,7 +104,7 @@ def filled(backend: Backend) -> Backend:
     backend.put("Zeta.txt", b"z" * 10)
     backend.put("nightly/db-1.sql.gz", b"one")
     backend.put("nightly/db-2.sql.gz", b"two!")
-    backend.put("été/ünïcode file.txt", "non-ASCII".encode())
+    backend.put("été/ünïcode file.txt", b"non-ASCII")
     return backend
 
 
