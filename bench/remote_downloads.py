@@ -151,8 +151,9 @@ def measure_remote(bench: Bench) -> Section:
             f"Debian's sshd and wsgidav (under cheroot) on loopback serve the {LABEL} test file and its "
             "`.enc` copy; the app has them as storages `sftp` and `webdav`. *direct* reads the plain file "
             "with the reference client in the bench process (paramiko's `SFTPClient.getfo` into a sink; "
-            f"curl with Basic auth); through Oncelink curl fetches a fresh link. MiB/s, median of {ROUNDS}. *Worker "
-            "RSS*: before / peak (growth) of the worker connected to the server, during one more download."
+            "curl with Basic auth); through Oncelink curl fetches a fresh link. MiB/s, median of "
+            f"{ROUNDS}. *Worker RSS*: before / peak (growth) of the worker connected to the server, "
+            "during one more download."
         ),
         columns=["Download", "MiB/s", "x direct", "Worker RSS, MiB"],
         rows=[row for rows, _ in results for row in rows],
