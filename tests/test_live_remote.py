@@ -59,6 +59,7 @@ def test_decrypted_download_and_resume(remote, kind, tmp_path):
     url = remote.link("db.sql.gz.enc", storage=kind)
     resumed = curl("-H", "Range: bytes=5000000-", "-o", str(tmp_path / "tail"), "-w", "%{http_code}", url)
     assert resumed.stdout == "206" and (tmp_path / "tail").read_bytes() == DATA[5_000_000:]
+    wait_for(lambda: link_record(remote, url)[0].uses == 1, "the use to be counted")
     assert status_of(url) == 401
 
 
@@ -68,6 +69,7 @@ def test_two_use_link_serves_two_parallel_downloads(remote, kind, tmp_path):
     processes = [subprocess.Popen(["curl", "-sf", "-o", str(tmp_path / f"out{n}"), url]) for n in range(2)]
     assert [process.wait(timeout=120) for process in processes] == [0, 0]
     assert all((tmp_path / f"out{n}").read_bytes() == DATA for n in range(2))
+    wait_for(lambda: link_record(remote, url)[0].uses == 2, "both uses to be counted")
     assert status_of(url) == 401
 
 
