@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core import explorer, snapshots
+from core import explorer, listings, snapshots
 from core.snapshots import Snapshot
 from db import connect
 from db.storages import StorageRecord, insert_storage
