@@ -24,10 +24,11 @@ serve: $(BIN)/.installed
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Debian packages the tests drive for real; installed only when missing. Playwright drives
-# Debian's Chromium (it cannot download its own browsers here).
+# Debian's Chromium (it cannot download its own browsers here); the SFTP tests start their own sshd.
 system-test-tools:
 	@missing=""; for tool in curl wget strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: $(BIN)/.installed-dev system-test-tools

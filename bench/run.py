@@ -18,6 +18,7 @@ from harness import REPO, BenchError, MiB, Workspace, free_port
 from links_year import measure_minting
 from listings import measure_listings
 from raw_downloads import measure_throughput, measure_workers
+from remote_downloads import measure_remote
 from report import Section, machine_facts, render_document, render_section
 from s3_downloads import measure_s3
 from servers import Bench, Nginx, Oncelink
@@ -33,6 +34,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_workers,
     measure_decrypted,
     measure_s3,
+    measure_remote,
     measure_crowd,
     measure_listings,
     measure_minting,

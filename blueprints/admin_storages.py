@@ -18,6 +18,14 @@ from werkzeug.datastructures import MultiDict
 
 from blueprints.guards import request_client
 from blueprints.pages import hx_redirect, page_permission, render_htmx
+from blueprints.remote_forms import SECRET_FIELDS, sftp_settings_from, webdav_settings_from
+from core.remote_storages import (
+    add_sftp_storage,
+    add_webdav_storage,
+    trust_host_key,
+    update_sftp_storage,
+    update_webdav_storage,
+)
 from core.storages import (
     StorageConfigError,
     add_local_storage,
@@ -35,11 +43,12 @@ from encryption.keys import ProfileError
 from extensions import keyring
 from storage.base import StorageError, UnknownStorage
 from storage.s3 import S3Settings
+from storage.sftp_connect import HostKeyUnknown
 
 bp = Blueprint("admin_storages", __name__, url_prefix="/admin/storages")
 
-KINDS = ("local", "s3")
-NOT_ECHOED = {"csrf_token", "secret_access_key"}
+KINDS = ("local", "s3", "sftp", "webdav")
+NOT_ECHOED = {"csrf_token", "secret_access_key"} | SECRET_FIELDS
 
 
 @dataclass
@@ -61,6 +70,8 @@ class StorageForm:
 class CheckResult:
     ok: bool
     message: str
+    storage_id: str = ""
+    fingerprint: str | None = None  # an SFTP host key shown for the admin to confirm
 
 
 def typed_values(form: MultiDict) -> dict:
@@ -86,7 +97,7 @@ def s3_settings_from(form: MultiDict) -> S3Settings:
 
 def edit_form(record: StorageRecord) -> StorageForm:
     values = {key: value for key, value in record.config.items() if key not in NOT_ECHOED}
-    has_secret = bool(record.config.get("secret_access_key"))
+    has_secret = any(record.config.get(name) for name in NOT_ECHOED)
     return StorageForm(record.kind, {**values, "name": record.name}, record.id, has_secret)
 
 
@@ -115,12 +126,16 @@ def index():
 def create():
     kind = request.form.get("kind", "")
     if kind not in KINDS:
-        abort(400, "Choose a local or an S3 storage.")
+        abort(400, "Choose a local folder, an S3 bucket, an SFTP or a WebDAV server.")
     form = request.form
     storage_id, name = form.get("storage_id", "").strip(), form.get("name", "")
     try:
         if kind == "local":
             add_local_storage(get_db(), storage_id, form.get("path", ""), name, protected=data_dir())
+        elif kind == "sftp":
+            add_sftp_storage(get_db(), keyring(), storage_id, sftp_settings_from(form, request.files), name)
+        elif kind == "webdav":
+            add_webdav_storage(get_db(), keyring(), storage_id, webdav_settings_from(form), name)
         else:
             add_s3_storage(get_db(), keyring(), storage_id, s3_settings_from(form), name)
     except StorageConfigError as exc:
@@ -150,6 +165,13 @@ def update(storage_id: str):
     try:
         if record.kind == "local":
             update_local_storage(get_db(), storage_id, form.get("path", ""), form.get("name"), data_dir())
+        elif record.kind == "sftp":
+            settings = sftp_settings_from(form, request.files)
+            update_sftp_storage(get_db(), keyring(), storage_id, settings, form.get("name"))
+        elif record.kind == "webdav":
+            update_webdav_storage(
+                get_db(), keyring(), storage_id, webdav_settings_from(form), form.get("name")
+            )
         else:
             update_s3_storage(get_db(), keyring(), storage_id, s3_settings_from(form), form.get("name"))
     except StorageConfigError as exc:
@@ -166,9 +188,11 @@ def check(storage_id: str):
     """htmx swaps the result in beside the button; without JavaScript the page comes back with it."""
     existing(storage_id)
     try:
-        result = CheckResult(True, check_storage(get_db(), storage_id, keyring()))
+        result = CheckResult(True, check_storage(get_db(), storage_id, keyring()), storage_id)
+    except HostKeyUnknown as exc:
+        result = CheckResult(False, str(exc), storage_id, exc.fingerprint)
     except (StorageError, ProfileError) as exc:
-        result = CheckResult(False, str(exc))
+        result = CheckResult(False, str(exc), storage_id)
     return render_htmx(
         "admin/storages.html",
         "admin/_check.html",
@@ -189,4 +213,18 @@ def remove(storage_id: str):
         f"{count} working link{'s' if count != 1 else ''} revoked" if count else "no working link to revoke"
     )
     flash(f"Storage {storage_id} removed ({revoked}; the history and the files are kept).", "ok")
+    return hx_redirect(url_for("admin_storages.index"))
+
+
+@bp.post("/<storage_id>/host-key")
+@page_permission("admin")
+def confirm_host_key(storage_id: str):
+    """Trust the fingerprint the admin saw in Test connection (sent back by its form), not whatever
+    the server shows at this moment."""
+    existing(storage_id)
+    try:
+        trust_host_key(get_db(), storage_id, request.form.get("fingerprint", ""))
+    except StorageConfigError as exc:
+        abort(400, str(exc))
+    flash(f"Host key of {storage_id} confirmed: connections to any other key are refused.", "ok")
     return hx_redirect(url_for("admin_storages.index"))

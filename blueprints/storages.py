@@ -12,6 +12,12 @@ from flask.cli import AppGroup
 from blueprints.guards import api_permission
 from blueprints.links import iso
 from core.explorer import ListedEntry, list_folder, parse_listing_request
+from core.remote_storages import (
+    add_sftp_storage,
+    add_webdav_storage,
+    known_hosts_entries,
+    trust_host_key,
+)
 from core.storages import (
     StorageConfigError,
     add_local_storage,
@@ -26,6 +32,8 @@ from db.storages import get_storage, list_storages
 from extensions import keyring
 from storage.base import StorageError
 from storage.s3 import S3Settings
+from storage.sftp_connect import HostKeyUnknown, SFTPSettings
+from storage.webdav import WebDAVSettings
 
 bp = Blueprint("storages", __name__)
 storages_cli = AppGroup("storages", help="Add, list, test and remove storages.")
@@ -111,6 +119,9 @@ def test_command(storage_id: str) -> None:
     """Check that a storage answers, and say clearly what is wrong when it does not."""
     try:
         click.echo(check_storage(get_db(), storage_id, keyring()))
+    except HostKeyUnknown as exc:
+        confirm = f"flask --app app storages trust-host-key {storage_id} {exc.fingerprint}"
+        raise click.ClickException(f"{exc} Once checked: {confirm}") from exc
     except (StorageError, LookupError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -137,3 +148,85 @@ def remove_command(storage_id: str, yes: bool) -> None:
         )
     removed = remove_storage(get_db(), storage_id, "cli", time.time())
     click.echo(f"Storage {storage_id!r} removed; {removed.revoked} working link(s) revoked. Its files stay.")
+
+
+@storages_cli.command("add-sftp")
+@click.argument("storage_id", metavar="ID")
+@click.option("--host", required=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--user", required=True)
+@click.option(
+    "--root", required=True, help="The folder on the server (relative to the login folder unless /...)."
+)
+@click.option("--key-file", type=click.File("r"), help="A private key (OpenSSH or PEM); else a password.")
+@click.option(
+    "--known-hosts", type=click.Path(exists=True, dir_okay=False), help="Trust the host's key in it."
+)
+@click.option("--fingerprint", help="Trust this host key: SHA256:... as ssh-keygen -lf prints it.")
+@click.option("--name", help="Display name (default: the id).")
+def add_sftp_command(storage_id: str, key_file, known_hosts: str | None, fingerprint: str | None, **options):
+    """Add a folder on an SFTP server as storage ID (password from ONCELINK_STORAGE_PASSWORD or a prompt;
+    a key's passphrase from ONCELINK_KEY_PASSPHRASE)."""
+    name = options.pop("name")
+    try:
+        host_keys = sftp_host_keys(known_hosts, fingerprint, options["host"], options["port"])
+        settings = SFTPSettings(**options, host_keys=host_keys, **sftp_credentials(key_file))
+        record = add_sftp_storage(get_db(), keyring(), storage_id, settings, name)
+    except StorageConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
+    )
+
+
+def sftp_host_keys(known_hosts: str | None, fingerprint: str | None, host: str, port: int) -> tuple[str, ...]:
+    if known_hosts:
+        return known_hosts_entries(known_hosts, host, port)
+    return (fingerprint,) if fingerprint else ()
+
+
+def sftp_credentials(key_file) -> dict:
+    if key_file is not None:
+        return {"private_key": key_file.read(), "passphrase": os.environ.get("ONCELINK_KEY_PASSPHRASE")}
+    return {"password": storage_password()}
+
+
+def storage_password() -> str:
+    return os.environ.get("ONCELINK_STORAGE_PASSWORD") or click.prompt("Password", hide_input=True)
+
+
+@storages_cli.command("add-webdav")
+@click.argument("storage_id", metavar="ID")
+@click.option(
+    "--url", required=True, help="The WebDAV folder, e.g. https://cloud.example.org/remote.php/dav/..."
+)
+@click.option("--user", required=True)
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="The CA that signed the server's cert."
+)
+@click.option(
+    "--no-verify-tls", is_flag=True, help="Do not check the server's certificate (private networks)."
+)
+@click.option("--name", help="Display name (default: the id).")
+def add_webdav_command(storage_id: str, url: str, user: str, ca_file: str | None, no_verify_tls: bool, name):
+    """Add a WebDAV folder as storage ID (password from ONCELINK_STORAGE_PASSWORD or a prompt)."""
+    settings = WebDAVSettings(url, user, storage_password(), not no_verify_tls, ca_file)
+    try:
+        record = add_webdav_storage(get_db(), keyring(), storage_id, settings, name)
+    except StorageConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
+    )
+
+
+@storages_cli.command("trust-host-key")
+@click.argument("storage_id", metavar="ID")
+@click.argument("key", metavar="FINGERPRINT")
+def trust_host_key_command(storage_id: str, key: str) -> None:
+    """Confirm an SFTP server's host key (SHA256:... as `storages test` shows it, once checked)."""
+    try:
+        trust_host_key(get_db(), storage_id, key)
+    except (StorageConfigError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Storage {storage_id!r} now accepts only that host key.")

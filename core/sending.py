@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import select
 import socket
@@ -28,6 +29,9 @@ from typing import BinaryIO
 
 from core.leases import HeldClaim, TransferStopped
 from encryption.format import IntegrityError
+from storage.base import StorageError
+
+log = logging.getLogger(__name__)
 
 PIECE_SIZE = 4 * 1024 * 1024  # at most this much goes out between two claim checks
 BLOCK_SIZE = 256 * 1024  # what the fallback path yields at a time
@@ -222,6 +226,10 @@ class TransferBody:
             self._failure = "client gone"
             self._last_measure()
             raise TransferStopped("client gone") from exc
+        except StorageError as exc:  # a remote storage dropped mid-stream: what was sent stays good
+            self._failure = "storage failed"
+            log.warning("A transfer stopped because its storage failed: %s", exc)
+            raise TransferStopped("storage failed") from exc
 
     def _before_piece(self) -> None:
         if self._held is None:

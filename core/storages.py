@@ -153,6 +153,10 @@ def describe_storage(record: StorageRecord) -> str:
             + (f" at {config['endpoint_url']}" if config.get("endpoint_url") else "")
             + (" (redirect)" if config.get("redirect") else "")
         )
+    if record.kind in ("sftp", "webdav"):
+        from core.remote_storages import describe_remote  # it builds on this module
+
+        return describe_remote(record)
     return config.get("path", "")
 
 

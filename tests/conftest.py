@@ -382,3 +382,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
+
+
+# The remote storage servers (sshd, wsgidav) live in tests/servers.py, which uses the helpers above.
+from tests.servers import sshd, start_sshd, start_webdav, webdav  # noqa: E402, F401
+
+LIVE_FIXTURES |= {"sshd", "start_sshd", "webdav", "start_webdav"}

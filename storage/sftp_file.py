@@ -1,0 +1,150 @@
+"""One file on an SFTP server as a seekable, read-only file, read with pipelined requests.
+
+SFTP reads are requests of at most 32 KiB, each answered in turn: one at a time, a download would
+run at 32 KiB per round trip. So reads are pipelined: up to WINDOW requests are in flight ahead of
+the reader, and each answer taken makes room for the next request. Memory stays bounded by that
+window (2 MiB) and the SSH channel's own window (2 MiB), however slow the client downstream:
+nothing is requested that the window has no room for. A seek elsewhere starts a new pipeline at the
+new position (the answers still in flight are read and dropped by the next request).
+
+paramiko's own prefetch is not used: its requests are issued by a thread of their own that keeps
+going when the reader stops early, and it has no window that follows the reader. This uses the two
+calls its prefetch is built on, `_async_request` and `_read_response`, which is why paramiko is
+pinned.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections import deque
+from collections.abc import Callable
+
+import paramiko
+from paramiko.sftp import CMD_DATA, CMD_READ, int64
+
+from storage.base import StorageError
+
+REQUEST_SIZE = 32 * 1024  # the largest read every SFTP server answers in full
+WINDOW = 64  # requests in flight at full speed: 2 MiB
+KEEP = 64 * 1024  # the last bytes read, kept for a reader that looks at a header and seeks back
+BROKEN = (paramiko.SSHException, EOFError, socket.timeout, OSError)
+
+
+class SFTPReader(io.RawIOBase):
+    """An open SFTP file handle; `release(reusable)` hands its connection back when closed."""
+
+    def __init__(self, remote: paramiko.SFTPFile, size: int, name: str, release: Callable[[bool], None]):
+        super().__init__()
+        self._remote, self._sftp, self._size, self._name = remote, remote.sftp, size, name
+        self._release = release
+        self._position = 0
+        self._broken = False
+        self._restart(0)
+        self._kept, self._kept_at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def _restart(self, position: int) -> None:
+        """A new pipeline from `position`, starting shallow: a reader that wants only a header
+        costs two requests, one that streams reaches the full window within a few answers."""
+        self._pending: deque[tuple[int, int]] = deque()  # (request number, length), in file order
+        self._requested = self._delivered = position
+        self._leftover = b""  # answered bytes not read yet; they end at self._delivered
+        self._depth = 2
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._position
+        size = min(size, self._size - self._position)
+        if size <= 0:
+            return b""
+        offset = self._position - self._kept_at
+        data = self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+        if len(data) < size:
+            streamed = self._stream(self._position + len(data), size - len(data))
+            if len(streamed) <= KEEP:
+                self._kept, self._kept_at = streamed, self._position + len(data)
+            data += streamed
+        self._position += len(data)
+        return data
+
+    def _stream(self, position: int, size: int) -> bytes:
+        if position != self._delivered - len(self._leftover):
+            self._restart(position)
+        pieces, wanted = [], size
+        while wanted > 0:
+            if not self._leftover:
+                self._leftover = self._next_piece()
+                if not self._leftover:
+                    break
+            pieces.append(self._leftover[:wanted])
+            self._leftover = self._leftover[wanted:]
+            wanted -= len(pieces[-1])
+        return b"".join(pieces)
+
+    def _next_piece(self) -> bytes:
+        """The next answer of the pipeline; b"" at the end of the file."""
+        if self._broken:
+            raise StorageError(f"The SFTP transfer of {self._name} broke off earlier.")
+        try:
+            self._fill()
+            if not self._pending:
+                return b""
+            number, length = self._pending.popleft()
+            data = self._answer(number)
+        except BROKEN as exc:
+            self._broken = True
+            reason = exc or type(exc).__name__
+            raise StorageError(f"The SFTP transfer of {self._name} broke off: {reason}.") from exc
+        self._delivered += len(data)
+        if len(data) < length:  # a short answer: the requests after it no longer line up
+            self._restart(self._delivered)
+        self._depth = min(WINDOW, self._depth * 2)
+        return data
+
+    def _fill(self) -> None:
+        handle = self._remote.handle
+        while len(self._pending) < self._depth and self._requested < self._size:
+            length = min(REQUEST_SIZE, self._size - self._requested)
+            number = self._sftp._async_request(type(None), CMD_READ, handle, int64(self._requested), length)
+            self._pending.append((number, length))
+            self._requested += length
+
+    def _answer(self, number: int) -> bytes:
+        try:
+            kind, message = self._sftp._read_response(number)
+        except EOFError:  # the server's end of file: the file shrank under the reader
+            return b""
+        if kind != CMD_DATA:
+            raise paramiko.SSHException(f"unexpected answer {kind} to a read")
+        return message.get_string()
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        reusable = not self._broken
+        if reusable:
+            try:
+                self._remote.close()  # reads and drops the answers still in flight on the way
+            except BROKEN:
+                reusable = False
+        self._release(reusable)
+        super().close()
