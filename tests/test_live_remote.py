@@ -43,7 +43,7 @@ def test_single_use_download_with_curl(remote, kind, tmp_path):
     assert status_of(url, out) == 200
     assert out.read_bytes() == DATA
     wait_for(lambda: link_record(remote, url)[0].uses == 1, "the use to be counted")
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -60,7 +60,7 @@ def test_decrypted_download_and_resume(remote, kind, tmp_path):
     resumed = curl("-H", "Range: bytes=5000000-", "-o", str(tmp_path / "tail"), "-w", "%{http_code}", url)
     assert resumed.stdout == "206" and (tmp_path / "tail").read_bytes() == DATA[5_000_000:]
     wait_for(lambda: link_record(remote, url)[0].uses == 1, "the use to be counted")
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -70,7 +70,7 @@ def test_two_use_link_serves_two_parallel_downloads(remote, kind, tmp_path):
     assert [process.wait(timeout=120) for process in processes] == [0, 0]
     assert all((tmp_path / f"out{n}").read_bytes() == DATA for n in range(2))
     wait_for(lambda: link_record(remote, url)[0].uses == 2, "both uses to be counted")
-    assert status_of(url) == 401
+    assert status_of(url) == 410
 
 
 def test_a_path_through_a_server_symlink_out_of_the_root_is_refused(remote, sshd, tmp_path):
