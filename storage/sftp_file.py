@@ -1,11 +1,16 @@
 """One file on an SFTP server as a seekable, read-only file, read with pipelined requests.
 
-SFTP reads are requests of at most 32 KiB, each answered in turn: one at a time, a download would
-run at 32 KiB per round trip. So reads are pipelined: up to WINDOW requests are in flight ahead of
-the reader, and each answer taken makes room for the next request. Memory stays bounded by that
-window (2 MiB) and the SSH channel's own window (2 MiB), however slow the client downstream:
-nothing is requested that the window has no room for. A seek elsewhere starts a new pipeline at the
-new position (the answers still in flight are read and dropped by the next request).
+SFTP reads are requests answered in turn: one at a time, a download would run at one request per
+round trip. So reads are pipelined: up to READ_AHEAD bytes of requests are in flight ahead of the
+reader, and each answer taken makes room for the next request. Memory stays bounded by that window
+(4 MiB) and the SSH channel's own (sftp_connect.py), however slow the client downstream: nothing is
+requested that the window has no room for. A seek elsewhere starts a new pipeline at the new
+position (the answers still in flight are read and dropped by the next request).
+
+Requests are large (255 KiB, what OpenSSH's sftp-server answers in full), and so are the SSH
+packets that carry the answers: under gevent each packet costs a trip through the hub, and 32 KiB
+packets held a download to a third of the speed. A server that answers less than asked (a smaller
+limit of its own) gets requests of the size it answered from then on.
 
 paramiko's own prefetch is not used: its requests are issued by a thread of their own that keeps
 going when the reader stops early, and it has no window that follows the reader. This uses the two
@@ -25,8 +30,9 @@ from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
 from storage.base import StorageError
 
-REQUEST_SIZE = 32 * 1024  # the largest read every SFTP server answers in full
-WINDOW = 64  # requests in flight at full speed: 2 MiB
+REQUEST_SIZE = 261_120  # OpenSSH's sftp-server answers reads of up to 255 KiB in full
+SMALLEST_REQUEST = 32 * 1024  # what every SFTP server answers in full
+READ_AHEAD = 4 * 1024 * 1024  # bytes requested ahead of the reader at full speed
 KEEP = 64 * 1024  # the last bytes read, kept for a reader that looks at a header and seeks back
 BROKEN = (paramiko.SSHException, EOFError, socket.timeout, OSError)
 
@@ -38,6 +44,7 @@ class SFTPReader(io.RawIOBase):
         super().__init__()
         self._remote, self._sftp, self._size, self._name = remote, remote.sftp, size, name
         self._release = release
+        self._request_size = REQUEST_SIZE
         self._position = 0
         self._broken = False
         self._restart(0)
@@ -111,14 +118,16 @@ class SFTPReader(io.RawIOBase):
             raise StorageError(f"The SFTP transfer of {self._name} broke off: {reason}.") from exc
         self._delivered += len(data)
         if len(data) < length:  # a short answer: the requests after it no longer line up
+            if data and self._delivered < self._size:  # the server's own limit: ask that much from now on
+                self._request_size = max(SMALLEST_REQUEST, len(data))
             self._restart(self._delivered)
-        self._depth = min(WINDOW, self._depth * 2)
+        self._depth = min(max(2, READ_AHEAD // self._request_size), self._depth * 2)
         return data
 
     def _fill(self) -> None:
         handle = self._remote.handle
         while len(self._pending) < self._depth and self._requested < self._size:
-            length = min(REQUEST_SIZE, self._size - self._requested)
+            length = min(self._request_size, self._size - self._requested)
             number = self._sftp._async_request(type(None), CMD_READ, handle, int64(self._requested), length)
             self._pending.append((number, length))
             self._requested += length

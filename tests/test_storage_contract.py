@@ -17,6 +17,7 @@ from defusedxml import ElementTree
 
 from core.listings import Order, Sort
 from encryption.format import decrypt_range, encrypt_stream, layout_of, new_header
+from storage import sftp_file
 from storage.base import FileMissing, NotAFile, Storage, StorageError, UnsafePath
 from storage.local import LocalStorage
 from storage.s3 import S3Settings, S3Storage
@@ -261,3 +262,16 @@ def test_a_webdav_answer_for_a_folder_outside_the_base_is_refused(webdav):
     )
     with pytest.raises(UnsafePath):
         storage.resource(answer)
+
+
+def test_an_sftp_server_that_answers_less_than_asked_gets_smaller_requests(request, monkeypatch):
+    """OpenSSH answers reads of up to 255 KiB: asked for 1 MiB, it answers less, and the reader asks
+    for what it answered from then on, its pipeline still whole."""
+    monkeypatch.setattr(sftp_file, "REQUEST_SIZE", 1024 * 1024)
+    backend = make_backend(request, "sftp", f"t{next(numbers)}")
+    data = os.urandom(3 * MIB + 12345)
+    backend.put("large.bin", data)
+    _, source = backend.storage.open_file("large.bin")
+    with source:
+        assert source.read() == data
+        assert source._request_size == 261_120
