@@ -21,6 +21,7 @@ from core.notify_targets import (
     SavedTarget,
     TargetConfigError,
     TargetSettings,
+    UnknownTarget,
     add_target,
     existing_target,
     remove_target,
@@ -51,8 +52,13 @@ def settings_from(form: MultiDict) -> TargetSettings:
         url=form.get("url", "").strip() or None,
         secret=form.get("secret", "").strip() or None,
         events=tuple(form.getlist("events")),
-        enabled=form.get("enabled", "1") == "1",
+        enabled=enabled_in(form),
     )
+
+
+def enabled_in(form: MultiDict) -> bool:
+    """The edit form sends a hidden 0 before the checkbox's 1; the add form sends neither."""
+    return "1" in form.getlist("enabled") if "enabled" in form else True
 
 
 def typed_values(form: MultiDict) -> dict:
@@ -99,7 +105,10 @@ def create():
 
 def edit_page(record, status: int = 200, values: dict | None = None, error: str | None = None):
     values = values or {"name": record.name, "events": list(record.events), "enabled": record.enabled}
-    return render_template("admin/notify_target.html", target=record, values=values, error=error), status
+    page = render_template(
+        "admin/notify_target.html", target=record, values=values, error=error, notices=NOTICE_HELP
+    )
+    return page, status
 
 
 @bp.get("/<target_id>")
@@ -115,7 +124,7 @@ def update(target_id: str):
     try:
         update_target(get_db(), keyring(), target_id, settings_from(form), time.time())
     except TargetConfigError as exc:
-        values = {**typed_values(form), "enabled": form.get("enabled") == "1"}
+        values = {**typed_values(form), "enabled": enabled_in(form)}
         return edit_page(record, 400, values, str(exc))
     flash(f"Target {target_id} saved.", "ok")
     return hx_redirect(url_for("admin_notify.index"))
@@ -181,7 +190,10 @@ def list_command() -> None:
 @click.argument("target_id", metavar="ID")
 def test_command(target_id: str) -> None:
     """Queue a test notification for ID and send what is due now; say how it went."""
-    send_test(get_db(), target_id, "cli", time.time())
+    try:
+        send_test(get_db(), target_id, "cli", time.time())
+    except UnknownTarget as exc:
+        raise click.ClickException(str(exc)) from exc
     sender = notification_sender()
     deliver_due(get_db(), keyring(), sender.settings, sender.claimer)
     delivery = recent_deliveries(get_db(), 1, target_id)[0]
@@ -214,5 +226,9 @@ def log_command(limit: int) -> None:
 @notify_cli.command("remove")
 @click.argument("target_id", metavar="ID")
 def remove_command(target_id: str) -> None:
-    remove_target(get_db(), target_id)
+    """Remove target ID and what is queued or kept for it."""
+    try:
+        remove_target(get_db(), target_id)
+    except UnknownTarget as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"Target {target_id!r} removed.")
