@@ -110,7 +110,8 @@ def _new_address(db: Database, event: Event) -> list[str] | None:
 def _payloads(db: Database, event: Event, notices: tuple[notify.Notice, ...]) -> dict[notify.Notice, str]:
     """The body of each notice some target wants, read before the event is recorded."""
     payloads = {}
-    for notice in filter(lambda notice: notify.wanted(db, notice), notices):
+    wanted = notify.wanted_notices(db)
+    for notice in (notice for notice in notices if notice in wanted):
         data = notify.event_data(event.__dict__)
         if notice == notify.Notice.ADDRESSES:
             addresses = _new_address(db, event)

@@ -143,14 +143,12 @@ def event_data(event: dict) -> dict:
     }
 
 
-def wanted(db: Database, notice: Notice) -> bool:
-    """Whether an enabled target asks for `notice`: one read of a table of a few rows."""
+def wanted_notices(db: Database) -> frozenset[str]:
+    """What the enabled targets ask for, together: one read of a table of a few rows."""
     rows = db.execute(
-        "SELECT 1 FROM notify_targets WHERE enabled AND EXISTS"
-        " (SELECT 1 FROM json_each(notify_targets.events) WHERE value = ?) LIMIT 1",
-        [str(notice)],
+        "SELECT DISTINCT value FROM notify_targets, json_each(notify_targets.events) WHERE enabled"
     )
-    return rows.fetchone() is not None
+    return frozenset(row[0] for row in rows.fetchall())
 
 
 def queue_notice(db: Database, notice: Notice, link_id: int | None, payload: str, now: float) -> int:
