@@ -13,12 +13,24 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, admin, admin_storages, explorer, keys, link_history, links, public, storages
+from blueprints import (
+    accounts,
+    admin,
+    admin_notify,
+    admin_storages,
+    explorer,
+    keys,
+    link_history,
+    links,
+    public,
+    storages,
+)
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.attempts import FailureLimits
 from core.downloads import Serving
 from core.leases import LeaseKeeper
+from core.notifying import NotificationSender, NotifySettings
 from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
 from core.storages import add_local_storage
@@ -41,6 +53,10 @@ DEFAULTS = {
     "PRESIGN_TTL": 30,
     "SEND_TIMEOUT": 120,
     "PROXY_HOPS": 0,
+    "NOTIFY_TIMEOUT": 10,  # seconds a webhook receiver has to answer
+    "NOTIFY_RETRY_SECONDS": 10,  # the wait before a failed notification's first retry (then x3 each)
+    "NOTIFY_ATTEMPTS": 8,
+    "NOTIFY_POLL_SECONDS": 2,
     # Wrong or dead tokens one address may try; right ones are never limited.
     "PUBLIC_FAILURE_LIMIT": "60 per minute",
     "SIGN_IN_FAILURE_LIMIT": "10 per minute",
@@ -119,7 +135,12 @@ def create_app(config: dict | None = None) -> Flask:
         app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
     )
 
-    for area in (accounts, admin, admin_storages, explorer, link_history, links, public, storages):
+    app.extensions["oncelink_notify"] = NotificationSender(
+        app.config["DATABASE"], keyring, NotifySettings.from_config(app.config)
+    )
+
+    areas = (accounts, admin, admin_notify, admin_storages, explorer, link_history, links, public, storages)
+    for area in areas:
         app.register_blueprint(area.bp)
     for group in (
         accounts.users_cli,
@@ -128,6 +149,7 @@ def create_app(config: dict | None = None) -> Flask:
         links.tokens_cli,
         storages.storages_cli,
         keys.keys_cli,
+        admin_notify.notify_cli,
     ):
         app.cli.add_command(group)
     for command in (bootstrap_command, keys.encrypt_command, keys.decrypt_command):

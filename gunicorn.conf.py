@@ -46,3 +46,8 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_worker_init(worker):
+    """Each worker sends the queued notifications from a thread of its own (core/notifying.py)."""
+    worker.wsgi.extensions["oncelink_notify"].start()

@@ -21,6 +21,7 @@ from core.downloads import RangeNotSatisfiable
 from core.explorer import InvalidListingRequest
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
+from core.notify_targets import UnknownTarget
 from core.storages import outage_reason
 from core.tokens import TokenBusy, TokenUnavailable
 from db import cannot_write, discard_db
@@ -50,6 +51,7 @@ STATUS_FOR = {
     UnknownStorage: 404,
     FileMissing: 404,
     LinkNotFound: 404,
+    UnknownTarget: 404,
     ProfileMissing: 422,
 }
 

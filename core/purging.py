@@ -25,6 +25,7 @@ from core.tokens import settle_lapsed_claims
 from db import links as queries
 from db import write_transaction
 from db.events import delete_orphan_events
+from db.notifications import delete_old_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Purged:
 
     links: int = 0
     events: int = 0
+    notifications: int = 0
 
 
 def _batches(
@@ -60,7 +62,8 @@ def purge_steps(
     at most, never for the whole purge.
 
     Lapsed claims are settled first: a link whose last transfer's worker died is dead too. Then
-    links dead for the retention period go, then events older than it that no link owns any more.
+    links dead for the retention period go, then events older than it that no link owns any more,
+    then notifications sent or given up on before it.
     A live link keeps all its events; a purged one's go once they are as old as the retention, so
     the log stays bounded without losing what a link's owner can still look at. Each step commits
     whole or not at all; whatever a failed purge leaves, the next one takes.
@@ -72,6 +75,8 @@ def purge_steps(
         yield Purged(links=count)
     for count in _batches(db, delete_orphan_events, before, batch_size):
         yield Purged(events=count)
+    for count in _batches(db, delete_old_deliveries, before, batch_size):
+        yield Purged(notifications=count)
 
 
 def purge_dead_links(

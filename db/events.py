@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlite_utils import Database
 
+from db import notifications as notify
 from db import select_rows, write_transaction
-from db.links import Link
+from db.links import Link, LinkState
 
 
 class EventKind(StrEnum):
@@ -75,9 +77,64 @@ INSERT_EVENT = (
 )
 
 
+# What each kind of event can tell a notification target; a refusal only when a link's life
+# is over (an unknown token is anyone's guess, and one a transfer holds is only busy).
+NOTICES_OF_KIND = {
+    EventKind.COMPLETED: (notify.Notice.COMPLETED,),
+    EventKind.REDIRECTED: (notify.Notice.COMPLETED, notify.Notice.ADDRESSES),
+    EventKind.ABORTED: (notify.Notice.ABORTED,),
+    EventKind.REJECTED: (notify.Notice.REJECTED,),
+    EventKind.STARTED: (notify.Notice.ADDRESSES,),
+}
+NOTIFIED_REFUSALS = frozenset({LinkState.USED, LinkState.EXPIRED, LinkState.REVOKED})
+USE_KINDS = (EventKind.STARTED, EventKind.REDIRECTED)
+
+
+def _notices(event: Event) -> tuple[notify.Notice, ...]:
+    if event.link_id is None or (event.event == EventKind.REJECTED and event.reason not in NOTIFIED_REFUSALS):
+        return ()
+    return NOTICES_OF_KIND.get(event.event, ())
+
+
+def _new_address(db: Database, event: Event) -> list[str] | None:
+    """The link's addresses with this event's, when it is a new one beside others; read before
+    the event is recorded."""
+    if event.client_ip is None:
+        return None
+    seen = notify.transfer_addresses(db, event.link_id, USE_KINDS)
+    if not seen or event.client_ip in seen:
+        return None
+    return [*seen, event.client_ip][-notify.ADDRESSES_LISTED :]
+
+
+def _payloads(db: Database, event: Event, notices: tuple[notify.Notice, ...]) -> dict[notify.Notice, str]:
+    """The body of each notice some target wants, read before the event is recorded."""
+    payloads = {}
+    wanted = notify.wanted_notices(db)
+    for notice in (notice for notice in notices if notice in wanted):
+        data = notify.event_data(event.__dict__)
+        if notice == notify.Notice.ADDRESSES:
+            addresses = _new_address(db, event)
+            if addresses is None:
+                continue
+            data["addresses"] = addresses
+        payloads[notice] = notify.payload_of(notice, event.at, data)
+    return payloads
+
+
 def record_event(db: Database, event: Event) -> None:
-    """One INSERT: sqlite-utils' insert() would first read the schema, three statements more."""
-    db.execute(INSERT_EVENT, event.__dict__)
+    """One INSERT (sqlite-utils' insert() would first read the schema, three statements more), and
+    in the same transaction the notifications it causes: they are sent once it commits, even if
+    the worker restarts, and never for an event that was rolled back."""
+    notices = _notices(event)
+    if not notices:
+        db.execute(INSERT_EVENT, event.__dict__)
+        return
+    with contextlib.nullcontext() if db.conn.in_transaction else write_transaction(db):
+        payloads = _payloads(db, event, notices)
+        db.execute(INSERT_EVENT, event.__dict__)
+        for notice, payload in payloads.items():
+            notify.queue_notice(db, notice, event.link_id, payload, event.at)
 
 
 def _count_repeat(db: Database, event: Event) -> bool:

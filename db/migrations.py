@@ -226,3 +226,51 @@ def m011_readable_history(db: Database) -> None:
         UPDATE link_events SET start = bytes, bytes = NULL WHERE event = 'started';
         """
     )
+
+
+@migrations()
+def m015_notifications(db: Database) -> None:
+    """Who hears of a link's use (`notify_targets`: a webhook each, its URL and signing secret
+    sealed by the master key) and the queue of what is to be told (`notifications`: one row per
+    target and event, written in the transaction that records the event, so no restart loses one).
+
+    A row is `pending` until a sender claims it (`sending`, until `claimed_until`: a sender that
+    died leaves it to another once that passes), then `sent`, or `pending` again for a retry at
+    `next_at`, or `failed` for good.
+    """
+    db.executescript(
+        """
+        CREATE TABLE notify_targets (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'webhook',
+            url TEXT NOT NULL,
+            url_hint TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            events TEXT NOT NULL DEFAULT '[]',
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL UNIQUE,
+            target_id TEXT NOT NULL REFERENCES notify_targets(id) ON DELETE CASCADE,
+            notice TEXT NOT NULL,
+            link_id INTEGER,
+            payload TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            claimed_by TEXT,
+            claimed_until REAL,
+            last_status INTEGER,
+            last_error TEXT,
+            done_at REAL
+        );
+        CREATE INDEX notifications_due ON notifications(next_at) WHERE state = 'pending';
+        CREATE INDEX notifications_claimed ON notifications(claimed_until) WHERE state = 'sending';
+        CREATE INDEX notifications_target ON notifications(target_id, id);
+        CREATE INDEX notifications_done ON notifications(done_at) WHERE done_at IS NOT NULL;
+        """
+    )

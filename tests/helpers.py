@@ -5,9 +5,12 @@ pages (a context that records every console error, signing in, the link dialog).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import functools
+import hashlib
+import hmac
 import json
 import os
 import selectors
@@ -20,6 +23,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -433,3 +438,71 @@ def screenshots_dir() -> Path:
     """Where the browser tests save screenshots: docs/screenshots/ under `make screenshots`
     (ONCELINK_SCREENSHOTS), else a temporary folder, so a plain test run keeps the tree clean."""
     return Path(os.environ.get("ONCELINK_SCREENSHOTS") or tempfile.mkdtemp(prefix="oncelink-screenshots-"))
+
+
+@dataclass(frozen=True)
+class ReceivedHook:
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    @property
+    def payload(self) -> dict:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records every POST and answers with the statuses it is
+    given, one per request, then 200. `hold` keeps its answers back until `release`."""
+
+    def __init__(self, statuses: tuple[int, ...] = ()):
+        self.received: list[ReceivedHook] = []
+        self.statuses = list(statuses)
+        self.answering = threading.Event()
+        self.answering.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(ReceivedHook({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.answering.wait(60)
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """With a token in its query, as many webhook services have (it must never show)."""
+        return f"http://127.0.0.1:{self.server.server_port}/hooks/oncelink?token=receiver-only-t0ken"
+
+    def hold(self) -> None:
+        self.answering.clear()
+
+    def release(self) -> None:
+        self.answering.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_standard_webhook(secret: str, hook: ReceivedHook, now: float, tolerance: float = 300) -> bool:
+    """The receiver's check, written from the Standard Webhooks specification, not from our sender:
+    the key is the base64 after `whsec_`, the signed content `id.timestamp.body`, the signature
+    header one or more space-separated `v1,BASE64`, and the timestamp within `tolerance` of now."""
+    message_id, timestamp = hook.headers["webhook-id"], hook.headers["webhook-timestamp"]
+    if abs(now - int(timestamp)) > tolerance:
+        return False
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = message_id.encode() + b"." + timestamp.encode() + b"." + hook.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = [part.split(",", 1) for part in hook.headers["webhook-signature"].split()]
+    return any(version == "v1" and hmac.compare_digest(value, expected) for version, value in offered)
