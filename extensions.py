@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 if TYPE_CHECKING:
     from core.attempts import FailureLimits
     from core.downloads import Serving
+    from core.health import HealthMonitor
     from core.purging import BackgroundPurge
     from encryption.keys import Keyring
 
@@ -37,3 +38,8 @@ def failure_limits() -> FailureLimits:
 def background_purge() -> BackgroundPurge:
     """The purge of long-dead links that a mint starts when one is due."""
     return current_app.extensions["oncelink_purge"]
+
+
+def health_monitor() -> HealthMonitor:
+    """This process's health checks and their latest answer."""
+    return current_app.extensions["oncelink_health"]

@@ -226,3 +226,9 @@ def m011_readable_history(db: Database) -> None:
         UPDATE link_events SET start = bytes, bytes = NULL WHERE event = 'started';
         """
     )
+
+
+@migrations()
+def m016_health_probe(db: Database) -> None:
+    """One row that /healthz rewrites to prove the database takes a write (core/health.py)."""
+    db.executescript("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);")
