@@ -118,7 +118,8 @@ def health_probes(
 ) -> dict[str, Probe]:
     """Every part to check, by the name /healthz gives it; storages by id, whatever their kind."""
     probes = {
-        "database": functools.partial(check_database, database_path, settings.timeout),
+        # Half the round for the write lock: a database held that long says so itself.
+        "database": functools.partial(check_database, database_path, settings.timeout / 2),
         "disk": functools.partial(check_disk, data_dir, settings.min_free_bytes),
     }
     for record in storages:
