@@ -39,15 +39,18 @@ control_socket_disable = True  # one less thing listening; Oncelink needs no run
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger with the token filter on both the access and the error log, and JSON
-    lines when ONCELINK_LOG_FORMAT=json."""
+    """gunicorn's logger with the token redaction on both the access and the error log: by a
+    filter for text lines, by the formatter for JSON ones (ONCELINK_LOG_FORMAT=json), which needs
+    the access line's fields that the filter would drop with the arguments it rewrites."""
 
     def setup(self, cfg):
         super().setup(cfg)
         json_lines = wants_json(os.environ.get("ONCELINK_LOG_FORMAT"))
         for log in (self.error_log, self.access_log):
-            log.addFilter(RedactingFilter())
-            for handler in log.handlers if json_lines else ():
+            if not json_lines:
+                log.addFilter(RedactingFilter())
+                continue
+            for handler in log.handlers:
                 handler.setFormatter(JsonLines())
 
 

@@ -161,6 +161,6 @@ class HealthMonitor:
         except Unhealthy as exc:
             return Check(part, exc.problem, exc.detail)
         except Exception as exc:  # a check that broke says so; /healthz still answers
-            log.warning("The health check of %s failed: %s", part, exc)
+            log.warning("The health check of %s failed: %s", part, outage_reason(exc))
             return Check(part, "check failed", outage_reason(exc))
         return Check(part)

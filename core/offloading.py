@@ -45,7 +45,9 @@ class Started(Generic[Result]):
         if under_gevent():
             from gevent import get_hub
 
-            self._result = get_hub().threadpool.spawn(work)  # a gevent AsyncResult
+            # The work's exception comes back as its result: gevent would print a failed task's
+            # traceback, arguments and all, to stderr.
+            self._result = get_hub().threadpool.spawn(self._caught, work)  # a gevent AsyncResult
         else:
             self._result = Future()
             threading.Thread(target=self._run, args=(work,), daemon=True).start()
@@ -55,6 +57,13 @@ class Started(Generic[Result]):
             self._result.set_result(work())
         except BaseException as exc:
             self._result.set_exception(exc)
+
+    @staticmethod
+    def _caught(work: Callable[[], Result]) -> tuple[Result | None, BaseException | None]:
+        try:
+            return work(), None
+        except BaseException as exc:
+            return None, exc
 
     def running(self) -> bool:
         return not (self._result.done() if isinstance(self._result, Future) else self._result.ready())
@@ -66,6 +75,9 @@ class Started(Generic[Result]):
         from gevent import Timeout
 
         try:
-            return self._result.get(timeout=max(timeout, 0))
+            result, error = self._result.get(timeout=max(timeout, 0))
         except Timeout as exc:
             raise TimeoutError from exc
+        if error is not None:
+            raise error
+        return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -433,3 +435,23 @@ def screenshots_dir() -> Path:
     """Where the browser tests save screenshots: docs/screenshots/ under `make screenshots`
     (ONCELINK_SCREENSHOTS), else a temporary folder, so a plain test run keeps the tree clean."""
     return Path(os.environ.get("ONCELINK_SCREENSHOTS") or tempfile.mkdtemp(prefix="oncelink-screenshots-"))
+
+
+@dataclass
+class Filler:
+    """A file that takes every free byte of a small disk (the `small_disk` fixture)."""
+
+    path: Path
+
+    def fill(self) -> None:
+        block = bytes(64 * 1024)
+        with open(self.path, "ab", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+
+    def remove(self) -> None:
+        self.path.unlink()
