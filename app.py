@@ -22,6 +22,7 @@ from blueprints import (
     keys,
     link_history,
     links,
+    monitoring,
     public,
     storages,
 )
@@ -29,7 +30,9 @@ from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.attempts import FailureLimits
 from core.downloads import Serving
+from core.health import HealthMonitor, HealthSettings
 from core.leases import LeaseKeeper
+from core.log_lines import log_json_to_stderr, wants_json
 from core.notifying import NotificationSender, NotifySettings
 from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
@@ -65,6 +68,11 @@ DEFAULTS = {
     # No form or JSON body of ours comes near this; anything larger is refused with 413 unread.
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    "METRICS_TOKEN": None,  # /metrics exists only when set, and answers only to it
+    "LOG_FORMAT": "text",  # or "json": one JSON object a line (core/log_lines.py)
+    "HEALTH_MIN_FREE_MIB": 100,  # /healthz says 503 below this much free space for the data dir
+    "HEALTH_TIMEOUT": 2,  # seconds for all of /healthz's checks
+    "HEALTH_CACHE_SECONDS": 5,  # how long one round of checks answers /healthz
 }
 
 SECURITY_HEADERS = {
@@ -117,6 +125,8 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)
     configure(app, config)
+    if wants_json(app.config["LOG_FORMAT"]):
+        log_json_to_stderr()  # first: Flask gives its logger a text handler unless the root has one
     app.logger.addFilter(RedactingFilter())
     if int(app.config["PROXY_HOPS"]):
         hops = int(app.config["PROXY_HOPS"])
@@ -131,16 +141,16 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
     app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(app.config)
+    app.extensions["oncelink_health"] = HealthMonitor(HealthSettings.from_config(app.config))
     app.extensions["oncelink_purge"] = BackgroundPurge(
         app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
     )
-
     app.extensions["oncelink_notify"] = NotificationSender(
         app.config["DATABASE"], keyring, NotifySettings.from_config(app.config)
     )
 
-    areas = (accounts, admin, admin_notify, admin_storages, explorer, link_history, links, public, storages)
-    for area in areas:
+    areas = (admin, admin_notify, admin_storages, explorer, link_history, links, monitoring, public, storages)
+    for area in (accounts, *areas):
         app.register_blueprint(area.bp)
     for group in (
         accounts.users_cli,

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 if TYPE_CHECKING:
     from core.attempts import FailureLimits
     from core.downloads import Serving
+    from core.health import HealthMonitor
     from core.notifying import NotificationSender
     from core.purging import BackgroundPurge
     from encryption.keys import Keyring
@@ -43,3 +44,8 @@ def background_purge() -> BackgroundPurge:
 def notification_sender() -> NotificationSender:
     """This worker's sender of queued notifications (its settings, its keyring)."""
     return current_app.extensions["oncelink_notify"]
+
+
+def health_monitor() -> HealthMonitor:
+    """This process's health checks and their latest answer."""
+    return current_app.extensions["oncelink_health"]

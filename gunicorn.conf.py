@@ -2,9 +2,11 @@
 
 import os
 import resource
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
+from core.log_lines import JsonLines, wants_json
 from core.redaction import RedactingFilter
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -37,12 +39,19 @@ control_socket_disable = True  # one less thing listening; Oncelink needs no run
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger with the token filter on both the access and the error log."""
+    """gunicorn's logger with the token redaction on both the access and the error log: by a
+    filter for text lines, by the formatter for JSON ones (ONCELINK_LOG_FORMAT=json), which needs
+    the access line's fields that the filter would drop with the arguments it rewrites."""
 
     def setup(self, cfg):
         super().setup(cfg)
+        json_lines = wants_json(os.environ.get("ONCELINK_LOG_FORMAT"))
         for log in (self.error_log, self.access_log):
-            log.addFilter(RedactingFilter())
+            if not json_lines:
+                log.addFilter(RedactingFilter())
+                continue
+            for handler in log.handlers:
+                handler.setFormatter(JsonLines())
 
 
 logger_class = RedactingLogger
@@ -51,3 +60,33 @@ logger_class = RedactingLogger
 def post_worker_init(worker):
     """Each worker sends the queued notifications from a thread of its own (core/notifying.py)."""
     worker.wsgi.extensions["oncelink_notify"].start()
+
+
+def metrics_folder() -> Path:
+    """Where the workers keep their metrics (core/metrics.py): in the data dir, unless
+    PROMETHEUS_MULTIPROC_DIR says otherwise."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    data_dir = Path(os.environ.get("ONCELINK_DATA_DIR", "instance")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return data_dir / "metrics"
+
+
+def on_starting(server):
+    """With metrics on, before any worker exists: an empty folder for their values (one left by
+    the last run would add its counts to this one's), named where every worker will look."""
+    if not os.environ.get("ONCELINK_METRICS_TOKEN"):
+        return
+    folder = metrics_folder()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for values in folder.glob("*.db"):
+        values.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def child_exit(server, worker):
+    """A worker that exited (or was killed) no longer counts in the gauges of live workers."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -11,6 +11,8 @@ from blueprints.guards import request_client
 from blueprints.links import iso, public_url
 from blueprints.pages import is_htmx, render_htmx
 from blueprints.responses import file_response
+from core import metrics
+from core.attempts import TooManyAttempts
 from core.commands import fetch_commands
 from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
@@ -61,8 +63,13 @@ def literal_tokens(query: bytes) -> list[str]:
 def limit_failures(token: str) -> None:
     """429 for an address that tried too many wrong or dead tokens; a token that opens a link passes."""
     limit = failure_limits().public
-    if limit is not None:
+    if limit is None:
+        return
+    try:
         admit_attempt(get_db(), token, request.remote_addr, limit, time.time())
+    except TooManyAttempts:
+        metrics.transfer_rejected("too many attempts")
+        raise
 
 
 @bp.route("/api/storage/public-download", methods=["GET", "POST"])

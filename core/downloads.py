@@ -9,6 +9,7 @@ renews and the body checks before every piece.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import sqlite3
@@ -20,7 +21,7 @@ from urllib.parse import quote
 from sqlite_utils import Database
 
 import db as database
-from core import tokens
+from core import metrics, tokens
 from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
@@ -188,6 +189,7 @@ def _redirect(
     Single use is approximate here: the URL works for anyone until it expires.
     """
     tokens.consume_link(db, request.token, now, request.client, DeliveryMode.REDIRECT)
+    metrics.redirected()
     delivery = download.delivery
     url = delivery.storage.presigned_url(
         delivery.entry.path, serving.presign_seconds, content_disposition(delivery.filename, ascii_only=True)
@@ -224,12 +226,22 @@ def _claimed_body(
     claimed_at = time.monotonic()
     mode = download.delivery.handed_out
     claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client, mode)
-    finish = _Finisher(keeper.database_path, claim, request.client, claimed_at)
+    metrics.transfer_started(mode)
+    kind = metrics.storage_kind(download.delivery.storage)
+    finish = _Finisher(keeper.database_path, claim, request.client, claimed_at, kind)
     return TransferBody(opened.source, content, keeper.hold(claim, claimed_at), finish, counts=span.counts)
 
 
 def start_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     """Claim the link and prepare its body; the use is counted when the client has every byte."""
+    try:
+        return _started_download(db, request, serving, now)
+    except (tokens.TokenUnavailable, tokens.TokenBusy) as exc:
+        metrics.transfer_rejected(exc.reason)
+        raise
+
+
+def _started_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     link, opened = _open(db, request, serving.keyring, now)
     try:
         download = _download(link, opened, request)
@@ -250,16 +262,18 @@ def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> D
         content = opened.content(0, size)
         if isinstance(content, Stream):
             content.prime()  # a damaged file fails here, before any header is sent
+        count_bytes = functools.partial(_count_direct_bytes, metrics.storage_kind(opened.delivery.storage))
         return Download(
-            opened.delivery, 0, size, body=TransferBody(opened.source, content, None, _nothing_to_count)
+            opened.delivery, 0, size, body=TransferBody(opened.source, content, None, count_bytes)
         )
     except BaseException:
         opened.source.close()
         raise
 
 
-def _nothing_to_count(_outcome: Outcome) -> None:
-    """Direct downloads hold no claim and use up nothing."""
+def _count_direct_bytes(storage_kind: str, outcome: Outcome) -> None:
+    """Direct downloads hold no claim and use up nothing: only their bytes are counted."""
+    metrics.bytes_sent(storage_kind, outcome.sent)
 
 
 # Why a transfer stopped (a TransferStopped reason) -> its event; anything else is `aborted`.
@@ -286,8 +300,11 @@ class _Finisher:
     claim: tokens.Claim
     client: Client
     claimed_at: float  # time.monotonic() when the claim was taken
+    storage_kind: str  # for the bytes-sent metric
 
     def __call__(self, outcome: Outcome) -> None:
+        metrics.transfer_ended(self.claim.mode, outcome.delivered, self.claim.span.counts, outcome.failure)
+        metrics.bytes_sent(self.storage_kind, outcome.sent)
         kind = outcome_event(outcome, self.claim.span.counts)
         seconds = round(time.monotonic() - self.claimed_at, 3)
         try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from core import metrics
 from core.accounts import User
 from core.delivery import Delivery, describe_delivery
 from core.tokens import hash_token, new_token
@@ -116,6 +117,7 @@ def _mint(
             mode=delivery.handed_out,
         )
         record_link_event(db, EventKind.CREATED, link, now, client, reason=creator.name if creator else "cli")
+    metrics.link_minted(delivery.handed_out)
     return MintedLink(token, link, delivery)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from concurrent.futures import Future
+from typing import Generic, TypeVar
 
 Result = TypeVar("Result")
 
@@ -34,3 +35,49 @@ def off_the_hub(work: Callable[..., Result], *args, **kwargs) -> Result:
 def in_background(work: Callable[[], None], name: str) -> None:
     """`work()` after this request rather than in it: a thread (under gevent, a greenlet)."""
     threading.Thread(target=work, name=name, daemon=True).start()
+
+
+class Started(Generic[Result]):
+    """Work running on another OS thread, whose result one can wait for with a bound: the waiter
+    gives up after `timeout`, the work goes on until it ends (no thread can be stopped)."""
+
+    def __init__(self, work: Callable[[], Result]):
+        if under_gevent():
+            from gevent import get_hub
+
+            # The work's exception comes back as its result: gevent would print a failed task's
+            # traceback, arguments and all, to stderr.
+            self._result = get_hub().threadpool.spawn(self._caught, work)  # a gevent AsyncResult
+        else:
+            self._result = Future()
+            threading.Thread(target=self._run, args=(work,), daemon=True).start()
+
+    def _run(self, work: Callable[[], Result]) -> None:
+        try:
+            self._result.set_result(work())
+        except BaseException as exc:
+            self._result.set_exception(exc)
+
+    @staticmethod
+    def _caught(work: Callable[[], Result]) -> tuple[Result | None, BaseException | None]:
+        try:
+            return work(), None
+        except BaseException as exc:
+            return None, exc
+
+    def running(self) -> bool:
+        return not (self._result.done() if isinstance(self._result, Future) else self._result.ready())
+
+    def result(self, timeout: float) -> Result:
+        """The work's result (or its exception), or TimeoutError once `timeout` seconds have passed."""
+        if isinstance(self._result, Future):
+            return self._result.result(timeout=max(timeout, 0))
+        from gevent import Timeout
+
+        try:
+            result, error = self._result.get(timeout=max(timeout, 0))
+        except Timeout as exc:
+            raise TimeoutError from exc
+        if error is not None:
+            raise error
+        return result

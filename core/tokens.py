@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from core import metrics
 from core.attempts import Limit, charge_attempt
 from db import claims as claim_queries
 from db import links as queries
@@ -143,6 +144,7 @@ def _decided(
         return None
     refusal = _refusal(db, link.id, now)
     record_link_event(db, EventKind.REJECTED, link, now, client, reason=refusal.reason)
+    metrics.claim_conflict(refusal.reason)
     return refusal
 
 

@@ -274,3 +274,9 @@ def m015_notifications(db: Database) -> None:
         CREATE INDEX notifications_done ON notifications(done_at) WHERE done_at IS NOT NULL;
         """
     )
+
+
+@migrations()
+def m016_health_probe(db: Database) -> None:
+    """One row that /healthz rewrites to prove the database takes a write (core/health.py)."""
+    db.executescript("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);")

@@ -234,6 +234,18 @@ def live_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs to fill (mounting it needs root): a data dir on it runs out of space at will."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium, driven by Playwright (it cannot download browsers of its own here)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import hmac
@@ -506,3 +507,23 @@ def verify_standard_webhook(secret: str, hook: ReceivedHook, now: float, toleran
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     offered = [part.split(",", 1) for part in hook.headers["webhook-signature"].split()]
     return any(version == "v1" and hmac.compare_digest(value, expected) for version, value in offered)
+
+
+@dataclass
+class Filler:
+    """A file that takes every free byte of a small disk (the `small_disk` fixture)."""
+
+    path: Path
+
+    def fill(self) -> None:
+        block = bytes(64 * 1024)
+        with open(self.path, "ab", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+
+    def remove(self) -> None:
+        self.path.unlink()

@@ -5,13 +5,11 @@ space returns the link serves its one complete copy, exactly once."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +21,11 @@ import pytest
 from core.accounts import create_api_key, create_user
 from db import connect
 from tests.conftest import PASSWORD, LiveServer
-from tests.helpers import MIB, link_record, make_file, status_of, wait_for
+from tests.helpers import MIB, Filler, link_record, make_file, status_of, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the small tmpfs to fill needs root")
 
 FILE_SIZE = 20 * MIB
-DISK_SIZE = "4m"
-BLOCK = 64 * 1024
 MAX_REQUESTS = 300
 TCP_CLOSE = 7
 PUBLIC_MESSAGE = "Downloads are unavailable for a moment; this link was not used. Try again later."
@@ -50,26 +46,6 @@ class ServerOnSmallDisk(LiveServer):
 
     def env(self) -> dict:
         return {**super().env(), "ONCELINK_SEND_TIMEOUT": "600", "GUNICORN_CMD_ARGS": "--capture-output"}
-
-
-@dataclass
-class Filler:
-    """A file that takes every free byte of the small disk."""
-
-    path: Path
-
-    def fill(self) -> None:
-        block = bytes(BLOCK)
-        with open(self.path, "ab", buffering=0) as filler:
-            try:
-                while True:
-                    filler.write(block)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-
-    def remove(self) -> None:
-        self.path.unlink()
 
 
 @dataclass
@@ -127,17 +103,6 @@ class PausedDownload:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mountpoint = tmp_path / "small-disk"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mountpoint)], check=True)
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 @pytest.fixture
