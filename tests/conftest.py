@@ -386,7 +386,8 @@ def seal(app, profile_name: str, plain: bytes) -> bytes:
     return sealed.getvalue()
 
 
-LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "seeded_moto", "browser"}
+# A test that uses the small tmpfs (small_disk) starts a server on it.
+LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "seeded_moto", "browser", "small_disk"}
 
 
 def pytest_collection_modifyitems(items):
