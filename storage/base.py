@@ -135,3 +135,24 @@ def clean_relative_path(path: str, allow_root: bool = False) -> str:
     if not parts and not allow_root:
         raise UnsafePath("The path names the storage root, not a file.")
     return "/".join(parts)
+
+
+def entries_from_scan(scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
+    """The Entries of `rows`, from a scan that carries sizes, dates and versions (a remote store's,
+    where looking at each row again would cost a request per row)."""
+    return [
+        Entry(
+            scan.names[row],
+            f"{scan.folder}/{scan.names[row]}" if scan.folder else scan.names[row],
+            scan.sizes[row],
+            scan.mtimes[row],
+            bool(scan.folders[row]),
+            scan.versions[row],
+        )
+        for row in rows
+    ]
+
+
+def casefolded_name_key(name: str, is_dir: bool) -> str:
+    """Case-insensitive, then exact: "a.txt" and "A.txt" keep one order whatever the scan."""
+    return f"{name.casefold()}\0{name}"

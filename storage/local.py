@@ -19,6 +19,7 @@ from storage.base import (
     StorageError,
     Unreadable,
     UnsafePath,
+    casefolded_name_key,
     clean_relative_path,
 )
 from storage.beneath import open_beneath
@@ -238,10 +239,7 @@ class LocalStorage:
             info = self._stat_below(root_fd, relative)
         return version_of(info)
 
-    @staticmethod
-    def name_key(name: str, is_dir: bool) -> str:
-        """Case-insensitive, then exact: "a.txt" and "A.txt" keep one order whatever the scan."""
-        return f"{name.casefold()}\0{name}"
+    name_key = staticmethod(casefolded_name_key)
 
     def stat(self, path: str) -> Entry:
         relative = clean_relative_path(path)

@@ -25,6 +25,7 @@ from storage.base import (
     UnsafePath,
     clean_relative_path,
     encodable,
+    entries_from_scan,
 )
 from storage.s3_object import S3Object
 
@@ -140,17 +141,7 @@ class S3Storage:
 
     def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
         """From the scan itself: looking again would cost a request per row."""
-        return [
-            Entry(
-                scan.names[row],
-                f"{scan.folder}/{scan.names[row]}" if scan.folder else scan.names[row],
-                scan.sizes[row],
-                scan.mtimes[row],
-                bool(scan.folders[row]),
-                scan.versions[row],
-            )
-            for row in rows
-        ]
+        return entries_from_scan(scan, rows)
 
     def folder_version(self, folder: str) -> None:
         """A prefix has no version: nothing short of listing it tells that it changed."""

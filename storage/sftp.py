@@ -27,7 +27,9 @@ from storage.base import (
     StorageError,
     Unreadable,
     UnsafePath,
+    casefolded_name_key,
     clean_relative_path,
+    entries_from_scan,
 )
 from storage.sessions import Pool
 from storage.sftp_connect import SFTPSettings, close_sftp, fingerprint_of, open_sftp, sftp_alive
@@ -189,26 +191,13 @@ class SFTPStorage:
 
     def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
         """From the scan itself: looking again would cost a request per row."""
-        folder = scan.folder
-        return [
-            Entry(
-                scan.names[row],
-                f"{folder}/{scan.names[row]}" if folder else scan.names[row],
-                scan.sizes[row],
-                scan.mtimes[row],
-                bool(scan.folders[row]),
-                scan.versions[row],
-            )
-            for row in rows
-        ]
+        return entries_from_scan(scan, rows)
 
     def folder_version(self, folder: str) -> None:
         """A folder's mtime moves in whole seconds on most servers: not a version to trust."""
         return None
 
-    @staticmethod
-    def name_key(name: str, is_dir: bool) -> str:
-        return f"{name.casefold()}\0{name}"
+    name_key = staticmethod(casefolded_name_key)
 
     def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:
         raise NotImplementedError("SFTP lists whole folders (pages_by_name is False).")

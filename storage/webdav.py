@@ -20,7 +20,17 @@ import requests
 import urllib3
 from defusedxml import ElementTree
 
-from storage.base import Entry, FileMissing, FolderScan, NotAFile, StorageError, Unreadable, UnsafePath
+from storage.base import (
+    Entry,
+    FileMissing,
+    FolderScan,
+    NotAFile,
+    StorageError,
+    Unreadable,
+    UnsafePath,
+    casefolded_name_key,
+    entries_from_scan,
+)
 from storage.base import clean_relative_path as clean
 from storage.s3_object import S3Object
 from storage.sessions import os_thread
@@ -171,24 +181,12 @@ class WebDAVStorage:
 
     def scan_entries(self, scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
         """From the scan itself: looking again would cost a request per row."""
-        return [
-            Entry(
-                scan.names[row],
-                f"{scan.folder}/{scan.names[row]}" if scan.folder else scan.names[row],
-                scan.sizes[row],
-                scan.mtimes[row],
-                bool(scan.folders[row]),
-                scan.versions[row],
-            )
-            for row in rows
-        ]
+        return entries_from_scan(scan, rows)
 
     def folder_version(self, folder: str) -> None:
         return None
 
-    @staticmethod
-    def name_key(name: str, is_dir: bool) -> str:
-        return f"{name.casefold()}\0{name}"
+    name_key = staticmethod(casefolded_name_key)
 
     def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:
         raise NotImplementedError("WebDAV lists whole folders (pages_by_name is False).")
