@@ -13,10 +13,22 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
-from blueprints import accounts, admin, admin_storages, explorer, keys, link_history, links, public, storages
+from blueprints import (
+    accounts,
+    admin,
+    admin_storages,
+    digests,
+    explorer,
+    keys,
+    link_history,
+    links,
+    public,
+    storages,
+)
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.attempts import FailureLimits
+from core.digests import DigestWorker
 from core.downloads import Serving
 from core.leases import LeaseKeeper
 from core.purging import BackgroundPurge
@@ -115,6 +127,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
     app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(app.config)
+    app.extensions["oncelink_digests"] = DigestWorker(app.config["DATABASE"], keyring)
     app.extensions["oncelink_purge"] = BackgroundPurge(
         app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
     )
@@ -128,6 +141,7 @@ def create_app(config: dict | None = None) -> Flask:
         links.tokens_cli,
         storages.storages_cli,
         keys.keys_cli,
+        digests.digests_cli,
     ):
         app.cli.add_command(group)
     for command in (bootstrap_command, keys.encrypt_command, keys.decrypt_command):

@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 if TYPE_CHECKING:
     from core.attempts import FailureLimits
+    from core.digests import DigestWorker
     from core.downloads import Serving
     from core.purging import BackgroundPurge
     from encryption.keys import Keyring
@@ -32,6 +33,11 @@ def serving() -> Serving:
 def failure_limits() -> FailureLimits:
     """How many failed public downloads and sign-ins one address may make."""
     return current_app.extensions["oncelink_failure_limits"]
+
+
+def digest_worker() -> DigestWorker:
+    """Computes the SHA-256 of files in the background, for the link dialog and the landing page."""
+    return current_app.extensions["oncelink_digests"]
 
 
 def background_purge() -> BackgroundPurge:

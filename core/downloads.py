@@ -22,6 +22,7 @@ from sqlite_utils import Database
 import db as database
 from core import tokens
 from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
+from core.digests import known_sha256
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
 from db.events import Client, EventKind, record_link_event
@@ -70,6 +71,7 @@ class Download:
     link: Link | None = None
     body: TransferBody | None = None
     redirect_url: str | None = None  # the link was used up handing out this presigned URL
+    sha256: str | None = None  # of the whole representation, when known for the version opened
 
     @property
     def partial(self) -> bool:
@@ -155,10 +157,10 @@ def _open(
         raise
 
 
-def _download(link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
+def _download(db: Database, link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
     delivery = opened.delivery
     start, stop = choose_range(delivery.size, request.range_header, request.if_range, delivery.etag)
-    return Download(delivery, start, stop, link)
+    return Download(delivery, start, stop, link, sha256=known_sha256(db, delivery))
 
 
 def inspect_download(
@@ -171,7 +173,7 @@ def inspect_download(
     """
     link, opened = _open(db, request, serving.keyring, now)
     try:
-        download = _download(link, opened, request)
+        download = _download(db, link, opened, request)
         if opened.key is not None:  # a plain file has nothing to verify; on S3 this would cost a GET
             _primed_content(db, opened, download, request, now)
     finally:
@@ -232,7 +234,7 @@ def start_download(db: Database, request: DownloadRequest, serving: Serving, now
     """Claim the link and prepare its body; the use is counted when the client has every byte."""
     link, opened = _open(db, request, serving.keyring, now)
     try:
-        download = _download(link, opened, request)
+        download = _download(db, link, opened, request)
         if opened.delivery.redirects:
             opened.source.close()
             return _redirect(db, request, download, serving, now)
@@ -250,9 +252,8 @@ def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> D
         content = opened.content(0, size)
         if isinstance(content, Stream):
             content.prime()  # a damaged file fails here, before any header is sent
-        return Download(
-            opened.delivery, 0, size, body=TransferBody(opened.source, content, None, _nothing_to_count)
-        )
+        body = TransferBody(opened.source, content, None, _nothing_to_count)
+        return Download(opened.delivery, 0, size, body=body, sha256=known_sha256(db, opened.delivery))
     except BaseException:
         opened.source.close()
         raise

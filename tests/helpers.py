@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import http_sf
 from playwright.sync_api import Browser, Page, expect
 
 from core.accounts import create_user
@@ -433,3 +434,20 @@ def screenshots_dir() -> Path:
     """Where the browser tests save screenshots: docs/screenshots/ under `make screenshots`
     (ONCELINK_SCREENSHOTS), else a temporary folder, so a plain test run keeps the tree clean."""
     return Path(os.environ.get("ONCELINK_SCREENSHOTS") or tempfile.mkdtemp(prefix="oncelink-screenshots-"))
+
+
+def settled(path: Path) -> Path:
+    """Date the file's last change a minute back, as a backup written earlier would be: digests are
+    computed at once only for a file that has settled (core/digests.py, SETTLE_SECONDS)."""
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    return path
+
+
+def repr_digest_of(header: str) -> bytes:
+    """The sha-256 bytes of a Repr-Digest field, parsed by RFC 8941's rules (http-sf): a dictionary
+    whose sha-256 member is a byte sequence."""
+    parsed = http_sf.parse(header.encode("ascii"), tltype="dictionary")
+    value, _params = parsed["sha-256"]
+    assert isinstance(value, bytes), parsed
+    return value
