@@ -362,16 +362,24 @@ class DigestWorker:
 
 
 def request_sha256(db: Database, delivery: Delivery, worker: DigestWorker) -> DigestState:
-    """The digest state for a file just minted or shown: a small, settled file is hashed now, any
-    other is handed to the background worker unless known or being computed."""
+    """The digest state for a file just minted or shown: the storage's own checksum is asked for
+    now, a small, settled file is hashed now, any other is handed to the background worker (unless
+    known or being computed)."""
     state = digest_state(db, delivery, time.time())
     if state.sha256 or state.running:
         return state
-    if delivery.size <= INLINE_BYTES and not unsettled_seconds(delivery.entry, time.time()):
-        try:
-            return DigestState(compute_sha256(db, target_of(delivery), worker.keyring))
-        except Exception as exc:  # the background worker tries again, and records what failed
-            log.info("Hashing %s inline failed, left to the background: %s", delivery.entry.path, exc)
+    try:
+        sha256 = _storage_checksum(db, delivery, time.time())
+        if (
+            sha256 is None
+            and delivery.size <= INLINE_BYTES
+            and not unsettled_seconds(delivery.entry, time.time())
+        ):
+            sha256 = compute_sha256(db, target_of(delivery), worker.keyring)
+        if sha256:
+            return DigestState(sha256)
+    except Exception as exc:  # the background worker tries again, and records what failed
+        log.info("No digest of %s at once, left to the background: %s", delivery.entry.path, exc)
     worker.request(target_of(delivery))
     return DigestState(total=delivery.size, running=True)
 
