@@ -18,6 +18,7 @@ from blueprints import (
     admin,
     admin_notify,
     admin_storages,
+    digests,
     explorer,
     keys,
     link_history,
@@ -29,6 +30,7 @@ from blueprints import (
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.attempts import FailureLimits
+from core.digests import DigestWorker
 from core.downloads import Serving
 from core.health import HealthMonitor, HealthSettings
 from core.leases import LeaseKeeper
@@ -142,6 +144,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))
     app.extensions["oncelink_failure_limits"] = FailureLimits.from_config(app.config)
     app.extensions["oncelink_health"] = HealthMonitor(HealthSettings.from_config(app.config))
+    app.extensions["oncelink_digests"] = DigestWorker(app.config["DATABASE"], keyring)
     app.extensions["oncelink_purge"] = BackgroundPurge(
         app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
     )
@@ -160,6 +163,7 @@ def create_app(config: dict | None = None) -> Flask:
         storages.storages_cli,
         keys.keys_cli,
         admin_notify.notify_cli,
+        digests.digests_cli,
     ):
         app.cli.add_command(group)
     for command in (bootstrap_command, keys.encrypt_command, keys.decrypt_command):

@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 
 if TYPE_CHECKING:
     from core.attempts import FailureLimits
+    from core.digests import DigestWorker
     from core.downloads import Serving
     from core.health import HealthMonitor
     from core.notifying import NotificationSender
@@ -34,6 +35,11 @@ def serving() -> Serving:
 def failure_limits() -> FailureLimits:
     """How many failed public downloads and sign-ins one address may make."""
     return current_app.extensions["oncelink_failure_limits"]
+
+
+def digest_worker() -> DigestWorker:
+    """Computes the SHA-256 of files in the background, for the link dialog and the landing page."""
+    return current_app.extensions["oncelink_digests"]
 
 
 def background_purge() -> BackgroundPurge:

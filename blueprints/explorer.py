@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
@@ -21,7 +21,9 @@ from blueprints.pages import (
     visible_name,
 )
 from blueprints.responses import file_response
-from core.commands import fetch_commands
+from core.commands import check_command, fetch_commands
+from core.delivery import Delivery, DeliveryMode, describe_delivery
+from core.digests import DigestState, digest_state, request_sha256, target_of
 from core.downloads import open_direct
 from core.explorer import PAGE_SIZE, PAGE_SIZES, FolderQuery, breadcrumbs, browse_folder, describe_file
 from core.links import (
@@ -35,7 +37,7 @@ from core.links import (
 from core.listings import Sort
 from db import get_db
 from db.storages import list_storages
-from extensions import keyring
+from extensions import digest_worker, keyring
 
 bp = Blueprint("explorer", __name__)
 bp.add_app_template_filter(human_size, "filesize")
@@ -152,6 +154,7 @@ def mint_link(storage_id: str):
     )
     purge_long_dead_links()
     url = public_url(issued.token)
+    digest = request_sha256(get_db(), issued.delivery, digest_worker())
     return render_htmx(
         "explorer/link.html",
         "explorer/_link_result.html",
@@ -163,4 +166,30 @@ def mint_link(storage_id: str):
         expires_at=iso(issued.link.expires_at),
         server_now_ms=int(time.time() * 1000),
         commands=fetch_commands(url, issued.delivery.filename),
+        **digest_context(issued.delivery, digest),
     )
+
+
+def digest_context(delivery: Delivery, digest: DigestState) -> dict:
+    """What `_digest.html` shows: the digest and its check line, or the progress it polls for."""
+    target = target_of(delivery)
+    return {
+        "digest": digest,
+        "digest_decrypted": delivery.mode == DeliveryMode.DECRYPTED,
+        "check": check_command(digest.sha256, delivery.filename) if digest.sha256 else None,
+        "digest_url": url_for(
+            "explorer.digest", storage_id=target.storage_id, path=target.path, decrypt=int(target.decrypt)
+        ),
+    }
+
+
+@bp.get("/browse/<storage_id>/digest")
+@page_permission("storage:download")
+def digest(storage_id: str):
+    """The link dialog's SHA-256, polled while it is computed (a fragment: it lives in the dialog)."""
+    decrypt = request.args.get("decrypt", "1") != "0"
+    delivery = describe_delivery(get_db(), storage_id, request.args.get("path", ""), keyring(), decrypt)
+    state = digest_state(get_db(), delivery, time.time())
+    if not (state.sha256 or state.running or state.error):
+        state = request_sha256(get_db(), delivery, digest_worker())
+    return render_template("_digest.html", **digest_context(delivery, state))

@@ -12,6 +12,7 @@ from typing import BinaryIO
 import click
 from flask.cli import AppGroup, with_appcontext
 
+from core.digests import HashingReader, record_encrypted
 from db import get_db
 from encryption.format import (
     FormatError,
@@ -116,13 +117,16 @@ def output_file(path: str):
 @click.argument("target")
 @with_appcontext
 def encrypt_command(profile_name: str, source: BinaryIO, target: str) -> None:
-    """Encrypt SOURCE into TARGET ('-' for stdin / stdout), streaming."""
+    """Encrypt SOURCE into TARGET ('-' for stdin / stdout), streaming; the plaintext's SHA-256 is kept
+    (by the file's salt), so that links to TARGET carry it wherever the file is put."""
     try:
         profile, key = keyring().by_name(get_db(), profile_name)
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from exc
+    reader, header = HashingReader(source), new_header(bytes.fromhex(profile.id))
     with output_file(target) as out:
-        encrypt_stream(source, out, key, new_header(bytes.fromhex(profile.id)))
+        size = encrypt_stream(reader, out, key, header)
+    record_encrypted(get_db(), header, size, reader.hasher.hexdigest(), time.time())
 
 
 @click.command("decrypt")

@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 from blueprints.formats import iso
 from blueprints.guards import api_permission, request_client
 from core.accounts import User
+from core.digests import request_sha256
 from core.history import LinkHistory, history_page, parse_link_query
 from core.links import (
     LinkLimits,
@@ -27,7 +28,7 @@ from core.purging import purge_dead_links
 from db import get_db
 from db.events import Client, Event, list_events
 from db.links import Link, list_links
-from extensions import background_purge, csrf, keyring
+from extensions import background_purge, csrf, digest_worker, keyring
 
 bp = Blueprint("links", __name__)
 csrf.exempt(bp)  # checked in api_permission for session callers; API keys need none
@@ -89,7 +90,7 @@ def history_json(history: LinkHistory, now: float) -> dict:
     }
 
 
-def minted_json(minted: MintedLink) -> dict:
+def minted_json(minted: MintedLink, sha256: str | None = None) -> dict:
     link = minted.link
     ttl = round(link.expires_at - link.created_at)
     return {
@@ -102,6 +103,7 @@ def minted_json(minted: MintedLink) -> dict:
         "uses": link.max_uses,
         "delivery": minted.handed_out_as,
         "mode": link.mode,
+        "sha256": sha256,
     }
 
 
@@ -124,7 +126,9 @@ def mint(
 @api_permission("storage:download")
 def create_download_url(storage_id: str):
     link_request = parse_link_request(request.get_json(silent=True), link_limits())
-    return jsonify(minted_json(mint(storage_id, link_request, g.user, request_client())))
+    minted = mint(storage_id, link_request, g.user, request_client())
+    digest = request_sha256(get_db(), minted.delivery, digest_worker())
+    return jsonify(minted_json(minted, digest.sha256))
 
 
 @bp.get("/api/links")

@@ -13,7 +13,9 @@ from blueprints.pages import is_htmx, render_htmx
 from blueprints.responses import file_response
 from core import metrics
 from core.attempts import TooManyAttempts
-from core.commands import fetch_commands
+from core.commands import check_command, fetch_commands
+from core.delivery import DeliveryMode
+from core.digests import DigestState
 from core.downloads import DownloadRequest, Serving, inspect_download, start_download
 from core.landing import wants_landing_page
 from core.tokens import admit_attempt
@@ -37,6 +39,9 @@ def landing_page(asked: DownloadRequest, serving: Serving) -> Response:
         server_now_ms=int(time.time() * 1000),
         download_url=url_for("public.download", token=asked.token),
         commands=fetch_commands(public_url(asked.token), download.delivery.filename),
+        digest=DigestState(download.sha256),
+        digest_decrypted=download.delivery.mode == DeliveryMode.DECRYPTED,
+        check=check_command(download.sha256, download.delivery.filename) if download.sha256 else None,
     )
     response.vary.update(("Accept", "User-Agent"))
     return response

@@ -8,6 +8,7 @@ import ssl
 from flask import Response, current_app, request
 from werkzeug.http import http_date
 
+from core.digests import repr_digest
 from core.downloads import Download, content_disposition
 
 
@@ -40,4 +41,6 @@ def file_response(download: Download) -> Response:
     headers["ETag"] = delivery.etag
     headers["Last-Modified"] = http_date(delivery.mtime)
     headers["Content-Disposition"] = content_disposition(delivery.filename)
+    if download.sha256:  # RFC 9530: of the whole representation, on a 206 too
+        headers["Repr-Digest"] = repr_digest(download.sha256)
     return response

@@ -11,6 +11,8 @@ from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
 from blueprints.links import iso
+from core.delivery import DeliveryMode
+from core.digests import listed_sha256s
 from core.explorer import ListedEntry, list_folder, parse_listing_request
 from core.remote_storages import (
     add_sftp_storage,
@@ -55,17 +57,24 @@ def index():
 def files(storage_id: str):
     listing = parse_listing_request(request.args)
     page = list_folder(get_db(), storage_id, listing, keyring())
+    known = listed_sha256s(get_db(), storage_id, [item.entry for item in page.entries])
     return jsonify(
         success=True,
         storage=storage_id,
         path=listing.folder,
-        entries=[entry_json(item) for item in page.entries],
+        entries=[entry_json(item, known) for item in page.entries],
         next=page.next,
     )
 
 
-def entry_json(item: ListedEntry) -> dict:
+def entry_json(item: ListedEntry, known: dict[tuple[str, str], str]) -> dict:
+    """A listed entry; a file's digests where known for the version listed: `sha256` of the stored
+    bytes, `decryptedSha256` of an encrypted file's plaintext."""
     entry = item.entry
+    digests = {
+        "sha256": known.get((entry.path, DeliveryMode.STORED)),
+        "decryptedSha256": known.get((entry.path, DeliveryMode.DECRYPTED)),
+    }
     return {
         "name": entry.name,
         "path": entry.path,
@@ -74,6 +83,7 @@ def entry_json(item: ListedEntry) -> dict:
         "isDir": entry.is_dir,
         "encrypted": item.encrypted,
         "profile": item.profile,
+        **({} if entry.is_dir else digests),
     }
 
 

@@ -37,6 +37,12 @@ def output_name(filename: str) -> str:
     return "./" + name if name.startswith("-") else name
 
 
+def check_command(sha256: str, filename: str) -> str:
+    """The line that checks a finished download against its SHA-256, in the folder it was saved in
+    (the name curl's `-o` writes; wget takes the same name from the server)."""
+    return f"echo {shlex.quote(f'{sha256}  {output_name(filename)}')} | sha256sum -c"
+
+
 def fetch_commands(url: str, filename: str) -> FetchCommands:
     """curl names the file itself (`-o`); wget takes the name the server gives (Content-Disposition)."""
     name, quoted_url = shlex.quote(output_name(filename)), shlex.quote(url)

@@ -23,6 +23,7 @@ from sqlite_utils import Database
 import db as database
 from core import metrics, tokens
 from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
+from core.digests import known_sha256
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
 from db.events import Client, EventKind, record_link_event
@@ -71,6 +72,7 @@ class Download:
     link: Link | None = None
     body: TransferBody | None = None
     redirect_url: str | None = None  # the link was used up handing out this presigned URL
+    sha256: str | None = None  # of the whole representation, when known for the version opened
 
     @property
     def partial(self) -> bool:
@@ -156,10 +158,10 @@ def _open(
         raise
 
 
-def _download(link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
+def _download(db: Database, link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
     delivery = opened.delivery
     start, stop = choose_range(delivery.size, request.range_header, request.if_range, delivery.etag)
-    return Download(delivery, start, stop, link)
+    return Download(delivery, start, stop, link, sha256=known_sha256(db, delivery))
 
 
 def inspect_download(
@@ -172,7 +174,7 @@ def inspect_download(
     """
     link, opened = _open(db, request, serving.keyring, now)
     try:
-        download = _download(link, opened, request)
+        download = _download(db, link, opened, request)
         if opened.key is not None:  # a plain file has nothing to verify; on S3 this would cost a GET
             _primed_content(db, opened, download, request, now)
     finally:
@@ -244,7 +246,7 @@ def start_download(db: Database, request: DownloadRequest, serving: Serving, now
 def _started_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     link, opened = _open(db, request, serving.keyring, now)
     try:
-        download = _download(link, opened, request)
+        download = _download(db, link, opened, request)
         if opened.delivery.redirects:
             opened.source.close()
             return _redirect(db, request, download, serving, now)
@@ -263,9 +265,8 @@ def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> D
         if isinstance(content, Stream):
             content.prime()  # a damaged file fails here, before any header is sent
         count_bytes = functools.partial(_count_direct_bytes, metrics.storage_kind(opened.delivery.storage))
-        return Download(
-            opened.delivery, 0, size, body=TransferBody(opened.source, content, None, count_bytes)
-        )
+        body = TransferBody(opened.source, content, None, count_bytes)
+        return Download(opened.delivery, 0, size, body=body, sha256=known_sha256(db, opened.delivery))
     except BaseException:
         opened.source.close()
         raise

@@ -229,6 +229,51 @@ def m011_readable_history(db: Database) -> None:
 
 
 @migrations()
+def m014_digests(db: Database) -> None:
+    """SHA-256 digests of what links deliver (core/digests.py).
+
+    `digests`: one per storage file and delivery mode, valid only for the `size` and `version` (the
+    storage's word for exactly those bytes: inode and ctime locally, ETag and VersionId on S3) it was
+    computed for. `plaintext_digests`: an encrypted file's plaintext digest by the file's random salt,
+    recorded by `flask encrypt` or once decrypted, wherever the file is later copied. `digest_jobs`:
+    the computations running, with their progress, seen by every worker.
+    """
+    db.executescript(
+        """
+        CREATE TABLE digests (
+            storage_id TEXT NOT NULL REFERENCES storages(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL,
+            computed_at REAL NOT NULL,
+            PRIMARY KEY (storage_id, path, mode)
+        );
+        CREATE TABLE plaintext_digests (
+            salt TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL,
+            recorded_at REAL NOT NULL
+        );
+        CREATE TABLE digest_jobs (
+            storage_id TEXT NOT NULL REFERENCES storages(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            error TEXT,
+            PRIMARY KEY (storage_id, path, mode)
+        );
+        """
+    )
+
+
+@migrations()
 def m015_notifications(db: Database) -> None:
     """Who hears of a link's use (`notify_targets`: a webhook each, its URL and signing secret
     sealed by the master key) and the queue of what is to be told (`notifications`: one row per

@@ -7,6 +7,7 @@ ranged GETs, a bounded block at a time.
 
 from __future__ import annotations
 
+import base64
 import functools
 from array import array
 from collections.abc import Iterator, Sequence
@@ -64,6 +65,11 @@ def explain(error: Exception, what: str) -> Exception:
             return StorageError(f"Access denied to {what} (check the key's permissions).")
         return StorageError(f"S3 answered {code or 'an error'} for {what}.")
     return StorageError(f"S3 failed for {what}: {error}")
+
+
+def head_version(head: dict) -> str:
+    """What changes whenever the object's bytes could: its ETag and, in a versioned bucket, its version."""
+    return f"{head.get('ETag', '')}:{head.get('VersionId', '')}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -214,8 +220,25 @@ class S3Storage:
             head["ContentLength"],
             head["LastModified"].timestamp(),
             False,
-            f"{head.get('ETag', '')}:{head.get('VersionId', '')}",
+            head_version(head),
         )
+
+    def stored_sha256(self, entry: Entry) -> str | None:
+        """The object's own full-object SHA-256 (hex), when S3 keeps one for exactly this version.
+
+        A multipart upload's composite checksum ("...-3", or ChecksumType COMPOSITE) is a checksum
+        of the parts' checksums, not of the bytes: None then, as for an object stored without one.
+        """
+        relative, key = self._key(entry.path)
+        try:
+            head = self.client.head_object(Bucket=self.settings.bucket, Key=key, ChecksumMode="ENABLED")
+        except (ClientError, BotoCoreError) as exc:
+            raise explain(exc, relative) from exc
+        checksum = head.get("ChecksumSHA256") or ""
+        whole = head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" and "-" not in checksum
+        if not checksum or not whole or head_version(head) != entry.version:
+            return None
+        return base64.b64decode(checksum).hex()
 
     def _is_folder(self, key: str) -> bool:
         """After a 404 on HEAD: a folder, a missing key, or a missing bucket (which the GET tells)."""

@@ -60,6 +60,7 @@ def app(tmp_path: Path, backups: Path):
     app = make_app(tmp_path / "instance", backups)
     yield app
     app.extensions["oncelink_purge"].wait()
+    app.extensions["oncelink_digests"].close(30)
     close_pool(app.config["DATABASE"])  # the connections it kept open, before its folder goes
 
 

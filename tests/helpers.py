@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import http_sf
 from playwright.sync_api import Browser, Page, expect
 
 from core.accounts import create_user
@@ -527,3 +528,20 @@ class Filler:
 
     def remove(self) -> None:
         self.path.unlink()
+
+
+def settled(path: Path) -> Path:
+    """Date the file's last change a minute back, as a backup written earlier would be: digests are
+    computed at once only for a file that has settled (core/digests.py, SETTLE_SECONDS)."""
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    return path
+
+
+def repr_digest_of(header: str) -> bytes:
+    """The sha-256 bytes of a Repr-Digest field, parsed by RFC 8941's rules (http-sf): a dictionary
+    whose sha-256 member is a byte sequence."""
+    parsed = http_sf.parse(header.encode("ascii"), tltype="dictionary")
+    value, _params = parsed["sha-256"]
+    assert isinstance(value, bytes), parsed
+    return value

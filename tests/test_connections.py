@@ -15,6 +15,7 @@ import db
 from core.accounts import create_api_key
 from core.attempts import FailureLimits
 from tests.conftest import ROOT, Auth, mint
+from tests.helpers import settled
 
 URL = "/api/storage/public-download?token="
 DATA = b"x" * 4096
@@ -24,6 +25,7 @@ DATA = b"x" * 4096
 def file(backups):
     backups.mkdir(parents=True, exist_ok=True)
     (backups / "small.bin").write_bytes(DATA)
+    settled(backups / "small.bin")  # its digest is computed within the mint, not by a background thread
 
 
 @pytest.fixture
@@ -55,8 +57,9 @@ def test_downloads_and_their_claims_reuse_one_connection(app, client, opened):
 
 def test_a_download_runs_three_short_write_transactions_and_few_statements(app, client, monkeypatch):
     """The claim (with its `started` event), the mark before the last piece, the end (with its
-    event); the link is read by the failure limit, the download and the claim. Every statement
-    counts at this size: sqlite-utils' insert() alone would add six."""
+    event); the link is read by the failure limit, the download and the claim, the file's digest
+    once (for Repr-Digest). Every statement counts at this size: sqlite-utils' insert() alone would
+    add six."""
     statements: list[str] = []
     real_connect = db.connect
 
@@ -75,8 +78,9 @@ def test_a_download_runs_three_short_write_transactions_and_few_statements(app, 
         assert response.status_code == 200 and response.data == DATA
     begins = [sql for sql in statements if sql.startswith("BEGIN")]
     assert begins == ["BEGIN IMMEDIATE", "BEGIN ", "BEGIN IMMEDIATE"]
-    # 17, and one read each for the start and the end: which notices the targets want (db/events.py)
-    assert len([sql for sql in statements if not sql.startswith("PRAGMA")]) <= 19
+    # 17, one read each for the start and the end (which notices the targets want: db/events.py), and
+    # the digest's lookup (core/digests.py)
+    assert len([sql for sql in statements if not sql.startswith("PRAGMA")]) <= 20
 
 
 def api_headers(app) -> dict:
