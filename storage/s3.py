@@ -63,6 +63,8 @@ def explain(error: Exception, what: str) -> Exception:
             return StorageError("The S3 credentials were refused (check the access key and secret).")
         if code in {"403", "AccessDenied", "Forbidden"}:
             return StorageError(f"Access denied to {what} (check the key's permissions).")
+        if code in {"412", "PreconditionFailed"}:
+            return StorageError(f"{what} was replaced while it was read; its link works on the new one.")
         return StorageError(f"S3 answered {code or 'an error'} for {what}.")
     return StorageError(f"S3 failed for {what}: {error}")
 
@@ -70,6 +72,15 @@ def explain(error: Exception, what: str) -> Exception:
 def head_version(head: dict) -> str:
     """What changes whenever the object's bytes could: its ETag and, in a versioned bucket, its version."""
     return f"{head.get('ETag', '')}:{head.get('VersionId', '')}"
+
+
+def pinned_to(version: str) -> dict:
+    """get_object arguments that read exactly the version an Entry describes: that VersionId in a
+    versioned bucket, else If-Match on its ETag (a GET of a replaced object then fails, 412)."""
+    etag, _, version_id = version.rpartition(":")
+    if version_id:
+        return {"VersionId": version_id}
+    return {"IfMatch": etag} if etag else {}
 
 
 @functools.lru_cache(maxsize=64)
@@ -249,31 +260,33 @@ class S3Storage:
         return listing.get("KeyCount", 0) > 0
 
     def open_file(self, path: str) -> tuple[Entry, S3Object]:
-        """The object as HEAD describes it, and a reader of it."""
+        """The object as HEAD describes it, and a reader of exactly that version: every GET it makes
+        is pinned to it, so an object replaced mid-transfer is never read half old, half new."""
         entry = self.stat(path)
-        return entry, self.open(entry.path, entry.size)
+        return entry, S3Object(self, self._key(entry.path)[1], entry.size, pinned_to(entry.version))
 
     def open(self, path: str, size: int | None = None) -> S3Object:
         """The object for reading; pass the size from a stat just made to save a HEAD."""
         if size is None:
-            entry = self.stat(path)
-            path, size = entry.path, entry.size
+            return self.open_file(path)[1]
         return S3Object(self, self._key(path)[1], size)
 
-    def get_range(self, key: str, start: int, stop: int) -> bytes:
+    def get_range(self, key: str, start: int, stop: int, pin: dict | None = None) -> bytes:
         """Bytes [start, stop) of an object, in one bounded GET."""
         try:
             answer = self.client.get_object(
-                Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-{stop - 1}"
+                Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-{stop - 1}", **(pin or {})
             )
         except (ClientError, BotoCoreError) as exc:
             raise explain(exc, self._relative(key)) from exc
         return answer["Body"].read()
 
-    def get_stream(self, key: str, start: int):
+    def get_stream(self, key: str, start: int, pin: dict | None = None):
         """The object's bytes from `start` to the end, as a stream."""
         try:
-            answer = self.client.get_object(Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-")
+            answer = self.client.get_object(
+                Bucket=self.settings.bucket, Key=key, Range=f"bytes={start}-", **(pin or {})
+            )
         except (ClientError, BotoCoreError) as exc:
             raise explain(exc, self._relative(key)) from exc
         return answer["Body"]

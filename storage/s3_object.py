@@ -25,9 +25,10 @@ class S3Object(io.RawIOBase):
 
     KEEP = 64 * 1024
 
-    def __init__(self, storage: S3Storage, key: str, size: int):
+    def __init__(self, storage: S3Storage, key: str, size: int, pin: dict | None = None):
         super().__init__()
         self._storage, self._key, self._size = storage, key, size
+        self._pin = pin  # what keeps every GET on one version, in the storage's terms (S3: get_object's)
         self._position = 0
         self._stream = None
         self._stream_position = 0
@@ -65,10 +66,10 @@ class S3Object(io.RawIOBase):
 
     def _fetch(self, position: int, size: int) -> bytes:
         if position + size >= self._size and self._stream is not None and position != self._stream_position:
-            return self._guarded(lambda: self._storage.get_range(self._key, position, self._size))
+            return self._guarded(lambda: self._storage.get_range(self._key, position, self._size, self._pin))
         if self._stream is None or position != self._stream_position:
             self._drop_stream()
-            self._stream = self._storage.get_stream(self._key, position)
+            self._stream = self._storage.get_stream(self._key, position, self._pin)
             self._stream_position = position
         data = self._guarded(lambda: self._stream.read(size))
         self._stream_position += len(data)

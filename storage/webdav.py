@@ -203,8 +203,12 @@ class WebDAVStorage:
         return Entry(name, relative, resource.size, resource.mtime, False, f"{resource.etag}:{resource.size}")
 
     def open_file(self, path: str) -> tuple[Entry, WebDAVFile]:
+        """The file as PROPFIND describes it, and a reader whose every GET asks for that version
+        (If-Match on its strong ETag): a file replaced mid-transfer fails rather than mixing."""
         entry = self.stat(path)
-        return entry, self.open(entry.path, entry.size)
+        etag = entry.version.rpartition(":")[0]  # the version is "ETAG:SIZE"
+        pin = {"If-Match": etag} if etag and not etag.startswith("W/") else None
+        return entry, WebDAVFile(self, clean(entry.path), entry.size, pin)
 
     def open(self, path: str, size: int | None = None) -> WebDAVFile:
         if size is None:
@@ -212,19 +216,19 @@ class WebDAVStorage:
             path, size = entry.path, entry.size
         return WebDAVFile(self, clean(path), size)
 
-    def get_stream(self, path: str, start: int) -> Body:
-        """The file's bytes from `start` to its end, as a stream (one ranged GET)."""
-        response = self.request(
-            "GET", self.url_of(path), path, headers={"Range": f"bytes={start}-"}, stream=True
-        )
+    def get_stream(self, path: str, start: int, pin: dict | None = None) -> Body:
+        """The file's bytes from `start` to its end, as a stream (one ranged GET); `pin`: headers
+        that keep it to one version."""
+        headers = {"Range": f"bytes={start}-", **(pin or {})}
+        response = self.request("GET", self.url_of(path), path, headers=headers, stream=True)
         if start and response.status_code != 206:
             response.close()
             raise StorageError("The WebDAV server ignored a Range request: it cannot resume downloads.")
         return Body(response, path)
 
-    def get_range(self, path: str, start: int, stop: int) -> bytes:
+    def get_range(self, path: str, start: int, stop: int, pin: dict | None = None) -> bytes:
         """Bytes [start, stop) in one bounded GET."""
-        headers = {"Range": f"bytes={start}-{stop - 1}"}
+        headers = {"Range": f"bytes={start}-{stop - 1}", **(pin or {})}
         response = self.request("GET", self.url_of(path), path, headers=headers)
         if response.status_code != 206 and start:
             raise StorageError("The WebDAV server ignored a Range request: it cannot resume downloads.")

@@ -48,6 +48,8 @@ def explain_status(status: int, what: str, user: str) -> Exception:
         return Unreadable(f"The WebDAV server does not let {user!r} read {what}.")
     if status == 404:
         return FileMissing(f"No such file or folder: {what}")
+    if status == 412:
+        return StorageError(f"{what} was replaced while it was read; its link works on the new one.")
     if status == 405:
         return StorageError("The server does not allow PROPFIND there: is the URL a WebDAV folder?")
     return StorageError(f"The WebDAV server answered {status} for {what}.")

@@ -265,3 +265,33 @@ def test_redirect_keeps_a_non_ascii_name_intact(app, client, bucket):
         "attachment; filename=\"Sauvegarde ete.sql.gz\"; filename*=UTF-8''Sauvegarde%20%C3%A9t%C3%A9.sql.gz"
     )
     assert fetched.read() == b"dump"
+
+
+def test_an_object_replaced_mid_read_is_never_read_half_old_half_new(bucket):
+    s3, old, new = bucket.client(), os.urandom(3 * 1024 * 1024), os.urandom(3 * 1024 * 1024)
+    s3.put_object(Bucket=BUCKET, Key="replaced.bin", Body=old)
+    entry, source = storage(bucket).open_file("replaced.bin")
+    with source:
+        assert source.read(1024) == old[:1024]
+        s3.put_object(Bucket=BUCKET, Key="replaced.bin", Body=new)
+        source.seek(2 * 1024 * 1024)  # a GET of its own, after the replacement
+        with pytest.raises(StorageError, match="replaced while it was read"):
+            source.read(1024)
+    _, fresh = storage(bucket).open_file("replaced.bin")
+    with fresh:
+        assert fresh.read() == new
+
+
+def test_in_a_versioned_bucket_a_reader_keeps_to_the_version_it_opened(bucket):
+    s3, old, new = bucket.client(), os.urandom(2 * 1024 * 1024), os.urandom(2 * 1024 * 1024)
+    s3.create_bucket(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket="versioned", Key="kept.bin", Body=old)
+    options = {"access_key_id": "test", "secret_access_key": "test", "path_style": True}
+    versioned = S3Storage(S3Settings("versioned", endpoint_url=bucket.url, **options))
+    entry, source = versioned.open_file("kept.bin")
+    with source:
+        assert source.read(1024) == old[:1024]
+        s3.put_object(Bucket="versioned", Key="kept.bin", Body=new)
+        source.seek(1024 * 1024)
+        assert source.read() == old[1024 * 1024 :]

@@ -275,3 +275,23 @@ def test_an_sftp_server_that_answers_less_than_asked_gets_smaller_requests(reque
     with source:
         assert source.read() == data
         assert source._request_size == 261_120
+
+
+def test_a_file_replaced_mid_read_is_never_read_half_old_half_new(backend):
+    """A backup job that replaces a file (a new one renamed over it, or a new S3 object) while a
+    transfer reads it: the reader goes on with the old bytes or fails; it never hands out new ones."""
+    filled(backend)
+    new = os.urandom(len(DATA))
+    entry, source = backend.storage.open_file("big.bin")
+    with source:
+        assert source.read(1000) == DATA[:1000]
+        if backend.folder is None:
+            backend.put("big.bin", new)
+        else:
+            (backend.folder / "big.bin.new").write_bytes(new)
+            os.replace(backend.folder / "big.bin.new", backend.folder / "big.bin")
+        source.seek(2_000_000)  # past what any read-ahead holds: a read of its own
+        try:
+            assert source.read(1000) == DATA[2_000_000:2_001_000]
+        except StorageError as exc:
+            assert "replaced while it was read" in str(exc)
