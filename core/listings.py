@@ -103,7 +103,9 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
     folder = clean_relative_path(folder, allow_root=True)
     if in_store_order(storage, order):
         return _store_page_at(storage, storage_id, folder, offset, limit)
-    listing = Listing(storage, snapshot_of(storage, folder, order.sort is not Sort.NAME), order)
+    # A person browsing: a large folder's sizes and dates are read ahead for the next order asked.
+    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME, prefetch=True)
+    listing = Listing(storage, snapshot, order)
     rows = list(listing.rows_from(0)) if listing.needle else None
     total = len(rows) if rows is not None else len(listing)
     offset = min(max(0, offset), max(0, (total - 1) // limit * limit))

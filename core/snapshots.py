@@ -44,7 +44,7 @@ KEEP_FROM = 1000  # smaller folders are scanned afresh for each page: it costs l
 KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 10 MB per 100,000 rows)
 # Names that came or went since the kept scan, beyond which a fresh scan costs about as much as a patch.
 PATCH_LIMIT = 2000
-PREFETCH = True  # see prefetching(); the tests that count scans turn it off
+PREFETCH = True  # see prefetch_sizes(); the tests that count scans turn it off
 DEAD_SHARE = 0.25  # rows of names that went, as a share of a scan's rows, before it is scanned afresh
 
 
@@ -258,30 +258,40 @@ class Snapshots:
 snapshots = Snapshots(KEEP_ROWS)
 
 
-def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
+def snapshot_of(storage: Storage, folder: str, stats: bool, prefetch: bool = False) -> Snapshot:
     """The folder's kept scan while it holds, else that scan patched, else a new one (kept when
     worth it). Where the kept sizes and dates are due to be looked at again, a scan in the
-    background does it, and they serve meanwhile."""
-    key = (storage.cache_key, folder)
-    now = time.time()
+    background does it, and they serve meanwhile; with `prefetch` (a person browsing), a large
+    folder's sizes and dates are read ahead for the next order asked."""
+    key, now = (storage.cache_key, folder), time.time()
     kept = snapshots.get(key)
     limit = KEEP_SECONDS
     if kept is not None and kept.stats_due(stats, now):
         refresh_in_background(storage, key)
         limit = STALE_SECONDS
     if kept is not None and kept.holds(storage, stats, now, limit):
-        return prefetching(storage, key, kept)
+        snapshot = kept
+    else:
+        snapshot = kept_if_worth_it(key, brought_up_to_date(storage, folder, kept, stats, now, limit))
+    if prefetch:
+        prefetch_sizes(storage, key, snapshot)
+    return snapshot
+
+
+def brought_up_to_date(
+    storage: Storage, folder: str, kept: Snapshot | None, stats: bool, now: float, limit: float
+) -> Snapshot:
+    """`kept` patched where it can be, else a new scan."""
     fresh = patched(storage, kept, now) if kept is not None and kept.patchable(stats, now, limit) else None
-    return prefetching(storage, key, kept_if_worth_it(key, fresh or scanned(storage, key[1], stats, now)))
+    return fresh or scanned(storage, folder, stats, now)
 
 
-def prefetching(storage: Storage, key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
+def prefetch_sizes(storage: Storage, key: tuple[str, str], snapshot: Snapshot) -> None:
     """A large local folder shown by name has its sizes and dates looked at in the background, so
     that ordering it by date or size next (the newest backup first) finds them ready."""
     scan = snapshot.scan
     if PREFETCH and scan.sizes is None and scan.version is not None and snapshot.worth_keeping():
         refresh_in_background(storage, key)
-    return snapshot
 
 
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
@@ -291,6 +301,15 @@ def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
 def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
     if snapshot.worth_keeping():
         snapshots.put(key, snapshot)
+    return snapshot
+
+
+def sorted_scan(storage: Storage, folder: str, sorts: list[Sort]) -> Snapshot:
+    """A scan with sizes and dates, in the orders `sorts` already (those the scan it replaces had,
+    so that the next page finds them made): all of it work for a thread of its own."""
+    snapshot = Snapshot(storage.scan(folder, stats=True), time.time())
+    for sort in sorts:
+        snapshot.ordering(storage, sort)
     return snapshot
 
 
@@ -307,7 +326,9 @@ def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
 
     def refresh() -> None:
         try:
-            kept_if_worth_it(key, scanned(storage, key[1], True, time.time()))
+            kept = snapshots.get(key)
+            sorts = list(kept.orderings) if kept is not None else []
+            kept_if_worth_it(key, off_the_hub(sorted_scan, storage, key[1], sorts))
         except StorageError as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
         finally:

@@ -198,5 +198,6 @@ def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(fol
     monkeypatch.setattr(snapshots, "PREFETCH", True)
     page_at(LocalStorage(str(folder)), "test", "f", Order(), 0, 100)
     wait_for(lambda: kept_scan(folder).scan.sizes is not None, "the sizes and dates read in the background")
+    assert set(kept_scan(folder).orderings) == {Sort.NAME}  # the name order it replaced, made ahead too
     assert whole_folder(folder, Sort.DATE)[0].name == expected(folder / "f", Sort.DATE, False)[0]
     assert scans == [False, True]  # the names for the page, then the background scan: none for the date order
