@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from core.cursors import Position, decode_cursor, encode_cursor
-from core.snapshots import Snapshot, Sort, folders_first, snapshot_of
+from core.snapshots import Snapshot, Sort, folders_first, prefetch_sizes, snapshot_of
 from storage.base import Entry, Storage, clean_relative_path
 
 __all__ = ["Order", "Page", "Sort", "page_after", "page_at"]
@@ -103,9 +103,9 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
     folder = clean_relative_path(folder, allow_root=True)
     if in_store_order(storage, order):
         return _store_page_at(storage, storage_id, folder, offset, limit)
-    # A person browsing: a large folder's sizes and dates are read ahead for the next order asked.
-    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME, prefetch=True)
+    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME)
     listing = Listing(storage, snapshot, order)
+    prefetch_sizes(storage, snapshot)  # a person browsing: the next order asked may well need them
     rows = list(listing.rows_from(0)) if listing.needle else None
     total = len(rows) if rows is not None else len(listing)
     offset = min(max(0, offset), max(0, (total - 1) // limit * limit))

@@ -258,11 +258,10 @@ class Snapshots:
 snapshots = Snapshots(KEEP_ROWS)
 
 
-def snapshot_of(storage: Storage, folder: str, stats: bool, prefetch: bool = False) -> Snapshot:
+def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
     """The folder's kept scan while it holds, else that scan patched, else a new one (kept when
     worth it). Where the kept sizes and dates are due to be looked at again, a scan in the
-    background does it, and they serve meanwhile; with `prefetch` (a person browsing), a large
-    folder's sizes and dates are read ahead for the next order asked."""
+    background does it, and they serve meanwhile."""
     key, now = (storage.cache_key, folder), time.time()
     kept = snapshots.get(key)
     limit = KEEP_SECONDS
@@ -273,8 +272,6 @@ def snapshot_of(storage: Storage, folder: str, stats: bool, prefetch: bool = Fal
         snapshot = kept
     else:
         snapshot = kept_if_worth_it(key, brought_up_to_date(storage, folder, kept, stats, now, limit))
-    if prefetch:
-        prefetch_sizes(storage, key, snapshot)
     return snapshot
 
 
@@ -286,12 +283,12 @@ def brought_up_to_date(
     return fresh or scanned(storage, folder, stats, now)
 
 
-def prefetch_sizes(storage: Storage, key: tuple[str, str], snapshot: Snapshot) -> None:
-    """A large local folder shown by name has its sizes and dates looked at in the background, so
-    that ordering it by date or size next (the newest backup first) finds them ready."""
+def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
+    """A large local folder a person is shown by name has its sizes and dates looked at in the
+    background, so that ordering it by date or size next (the newest backup first) finds them ready."""
     scan = snapshot.scan
     if PREFETCH and scan.sizes is None and scan.version is not None and snapshot.worth_keeping():
-        refresh_in_background(storage, key)
+        refresh_in_background(storage, (storage.cache_key, scan.folder))
 
 
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
