@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from core.offloading import off_the_hub
-from storage.base import Entry, Storage, StorageError, clean_relative_path
+from storage.base import Entry, FolderScan, Storage, StorageError, clean_relative_path
 
 MAX_ENTRIES = 200_000  # names read, all folders together
 MAX_SECONDS = 3.0
@@ -35,27 +35,37 @@ def search_below(storage: Storage, folder: str, needle: str, limit: int) -> Foun
     needle, waiting = needle.casefold(), deque([folder])
     matches: list[Entry] = []
     folders = names = 0
-    seen: set[str | None] = set()
+    seen: set[str] = set()
     deadline = time.monotonic() + MAX_SECONDS
     while waiting and len(matches) <= limit and names < MAX_ENTRIES and time.monotonic() < deadline:
         current = waiting.popleft()
-        try:
-            scan = off_the_hub(storage.scan, current)
-        except StorageError:
-            if current == folder:
-                raise
-            continue  # a folder that went, or may not be read, is passed over as a listing would
-        if scan.version is not None and scan.version in seen:
-            continue  # a folder met again through a symlink
-        seen.add(scan.version)
+        scan = _read_once(storage, current, current == folder, seen)
+        if scan is None:
+            continue
         folders, names = folders + 1, names + len(scan)
         rows = sorted(range(len(scan)), key=lambda row: storage.name_key(scan.names[row], scan.folders[row]))
         found = [row for row in rows if needle in scan.names[row].casefold()]
         matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
-        waiting.extend(
-            f"{current}/{scan.names[row]}" if current else scan.names[row]
-            for row in rows
-            if scan.folders[row]
-        )
+        waiting.extend(_child_path(current, scan.names[row]) for row in rows if scan.folders[row])
     complete = not waiting and len(matches) <= limit
     return Found(matches[:limit], folders, names, complete)
+
+
+def _read_once(storage: Storage, folder: str, first: bool, seen: set[str]) -> FolderScan | None:
+    """The folder's names and kinds; None for one met again through a symlink (the same version),
+    or one that went or may not be read (passed over as a listing would; the first one raises)."""
+    try:
+        scan = off_the_hub(storage.scan, folder)
+    except StorageError:
+        if first:
+            raise
+        return None
+    if scan.version is not None:
+        if scan.version in seen:
+            return None
+        seen.add(scan.version)
+    return scan
+
+
+def _child_path(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
