@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,3 +157,48 @@ def entries_from_scan(scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
 def casefolded_name_key(name: str, is_dir: bool) -> str:
     """Case-insensitive, then exact: "a.txt" and "A.txt" keep one order whatever the scan."""
     return f"{name.casefold()}\0{name}"
+
+
+class SeekableReader(io.RawIOBase):
+    """A read-only file of `size` bytes that a remote store serves (S3, WebDAV, SFTP): the position
+    and seeks, and the last small piece read kept at hand, so that a reader that looks at a header
+    and seeks back to the start costs no second request. Subclasses say how bytes are fetched."""
+
+    KEEP = 64 * 1024
+
+    def __init__(self, size: int):
+        super().__init__()
+        self._size, self._position = size, 0
+        self._kept, self._kept_at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _wanted(self, size: int | None) -> int:
+        """What a read of `size` (-1 or None: to the end) gets from the position on."""
+        left = self._size - self._position
+        return left if size is None or size < 0 else min(size, left)
+
+    def _from_kept(self, size: int) -> bytes:
+        offset = self._position - self._kept_at
+        return self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+
+    def _keep(self, data: bytes, at: int) -> None:
+        if len(data) <= self.KEEP:
+            self._kept, self._kept_at = data, at

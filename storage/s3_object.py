@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError
 
-from storage.base import StorageError
+from storage.base import SeekableReader, StorageError
 
 if TYPE_CHECKING:
     from storage.s3 import S3Storage
 
 
-class S3Object(io.RawIOBase):
+class S3Object(SeekableReader):
     """One object as a seekable, read-only file, reading with as few GETs as the access pattern allows.
 
     Sequential reads share one open-ended ranged GET. The last bytes read stay at hand, so a reader
@@ -23,35 +22,15 @@ class S3Object(io.RawIOBase):
     leaves the main stream where it was.
     """
 
-    KEEP = 64 * 1024
-
     def __init__(self, storage: S3Storage, key: str, size: int, pin: dict | None = None):
-        super().__init__()
-        self._storage, self._key, self._size = storage, key, size
+        super().__init__(size)
+        self._storage, self._key = storage, key
         self._pin = pin  # what keeps every GET on one version, in the storage's terms (S3: get_object's)
-        self._position = 0
         self._stream = None
         self._stream_position = 0
-        self._kept, self._kept_at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._position
-        size = min(size, self._size - self._position)
+        size = self._wanted(size)
         if size <= 0:
             return b""
         data = self._from_kept(size)
@@ -59,10 +38,6 @@ class S3Object(io.RawIOBase):
             data += self._fetch(self._position + len(data), size - len(data))
         self._position += len(data)
         return data
-
-    def _from_kept(self, size: int) -> bytes:
-        offset = self._position - self._kept_at
-        return self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
 
     def _fetch(self, position: int, size: int) -> bytes:
         if position + size >= self._size and self._stream is not None and position != self._stream_position:
@@ -73,8 +48,7 @@ class S3Object(io.RawIOBase):
             self._stream_position = position
         data = self._guarded(lambda: self._stream.read(size))
         self._stream_position += len(data)
-        if len(data) <= self.KEEP:
-            self._kept, self._kept_at = data, position
+        self._keep(data, position)
         return data
 
     def _guarded(self, read) -> bytes:
@@ -82,11 +56,6 @@ class S3Object(io.RawIOBase):
             return read()
         except (BotoCoreError, OSError) as exc:
             raise StorageError(f"The S3 transfer of {self._key} broke off: {exc}") from exc
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def _drop_stream(self) -> None:
         if self._stream is not None:

@@ -20,7 +20,6 @@ pinned.
 
 from __future__ import annotations
 
-import io
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -28,41 +27,24 @@ from collections.abc import Callable
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
-from storage.base import StorageError
+from storage.base import SeekableReader, StorageError
 
 REQUEST_SIZE = 261_120  # OpenSSH's sftp-server answers reads of up to 255 KiB in full
 SMALLEST_REQUEST = 32 * 1024  # what every SFTP server answers in full
 READ_AHEAD = 4 * 1024 * 1024  # bytes requested ahead of the reader at full speed
-KEEP = 64 * 1024  # the last bytes read, kept for a reader that looks at a header and seeks back
 BROKEN = (paramiko.SSHException, EOFError, socket.timeout, OSError)
 
 
-class SFTPReader(io.RawIOBase):
+class SFTPReader(SeekableReader):
     """An open SFTP file handle; `release(reusable)` hands its connection back when closed."""
 
     def __init__(self, remote: paramiko.SFTPFile, size: int, name: str, release: Callable[[bool], None]):
-        super().__init__()
-        self._remote, self._sftp, self._size, self._name = remote, remote.sftp, size, name
+        super().__init__(size)
+        self._remote, self._sftp, self._name = remote, remote.sftp, name
         self._release = release
         self._request_size = REQUEST_SIZE
-        self._position = 0
         self._broken = False
         self._restart(0)
-        self._kept, self._kept_at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def _restart(self, position: int) -> None:
         """A new pipeline from `position`, starting shallow: a reader that wants only a header
@@ -73,17 +55,13 @@ class SFTPReader(io.RawIOBase):
         self._depth = 2
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._position
-        size = min(size, self._size - self._position)
+        size = self._wanted(size)
         if size <= 0:
             return b""
-        offset = self._position - self._kept_at
-        data = self._kept[offset : offset + size] if 0 <= offset < len(self._kept) else b""
+        data = self._from_kept(size)
         if len(data) < size:
             streamed = self._stream(self._position + len(data), size - len(data))
-            if len(streamed) <= KEEP:
-                self._kept, self._kept_at = streamed, self._position + len(data)
+            self._keep(streamed, self._position + len(data))
             data += streamed
         self._position += len(data)
         return data
@@ -140,11 +118,6 @@ class SFTPReader(io.RawIOBase):
         if kind != CMD_DATA:
             raise paramiko.SSHException(f"unexpected answer {kind} to a read")
         return message.get_string()
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if self.closed:
