@@ -1,4 +1,5 @@
-"""Admin pages: users, API keys (shown once) and encryption profiles (create, export the recovery kit).
+"""Admin pages: users, API keys (shown once) and encryption profiles (create, import from DBackup,
+export the recovery kit).
 
 Plain forms with a redirect after each change (no htmx needed), all behind the `admin` permission.
 """
@@ -14,7 +15,7 @@ from blueprints.pages import hx_redirect, page_permission
 from core import accounts
 from db import get_db
 from db.users import list_api_keys, list_users, revoke_api_key
-from encryption.keys import list_profiles, recovery_kit
+from encryption.keys import dbackup_master_key, list_profiles, recovery_kit
 from extensions import keyring
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -115,12 +116,28 @@ def create_profile():
     return hx_redirect(url_for("admin.profiles"))
 
 
+@bp.post("/profiles/dbackup")
+@page_permission("admin")
+def import_dbackup_profile():
+    """The key arrives in a password field and goes to the keyring alone: no answer, message or
+    log line holds it, and the database holds it wrapped."""
+    name, dbackup_id = request.form.get("name", "").strip(), request.form.get("dbackup_id", "").strip()
+    profile = keyring().import_dbackup(get_db(), name, dbackup_id, request.form.get("key", ""), time.time())
+    flash(f"Profile {profile.name} imported for DBackup profile {profile.dbackup_id}.", "ok")
+    return hx_redirect(url_for("admin.profiles"))
+
+
 @bp.post("/profiles/<name>/kit")
 @page_permission("admin")
 def export_kit(name: str) -> Response:
-    """A POST (CSRF-checked, never cached or prefetched) that downloads the kit as a text file."""
+    """A POST (CSRF-checked, never cached or prefetched) that downloads the kit as a text file: for a
+    profile imported from DBackup, the master.key of DBackup's own kit, which its tools read."""
     profile, key = keyring().by_name(get_db(), name)
-    response = Response(recovery_kit(profile, key), mimetype="text/plain")
-    response.headers["Content-Disposition"] = f'attachment; filename="oncelink-kit-{profile.name}.txt"'
+    if profile.dbackup_id:
+        kit, filename = dbackup_master_key(key), "master.key"
+    else:
+        kit, filename = recovery_kit(profile, key), f"oncelink-kit-{profile.name}.txt"
+    response = Response(kit, mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO
 
 import click
@@ -14,6 +15,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from core.digests import HashingReader, record_encrypted
 from db import get_db
+from encryption.dbackup_kit import read_dbackup_kit
 from encryption.format import (
     FormatError,
     IntegrityError,
@@ -23,7 +25,15 @@ from encryption.format import (
     new_header,
     read_header,
 )
-from encryption.keys import ProfileError, ProfileMissing, list_profiles, parse_kit, recovery_kit
+from encryption.keys import (
+    Profile,
+    ProfileError,
+    ProfileMissing,
+    dbackup_master_key,
+    list_profiles,
+    parse_kit,
+    recovery_kit,
+)
 from extensions import keyring
 
 keys_cli = AppGroup("keys", help="Manage encryption profiles.")
@@ -45,25 +55,39 @@ def create_command(name: str) -> None:
 
 @keys_cli.command("list")
 def list_command() -> None:
+    """Name and key id of each profile, and the DBackup profile id of those imported from DBackup."""
     for profile in list_profiles(get_db()):
-        click.echo(f"{profile.name}\t{profile.id}")
+        dbackup = f"\tDBackup {profile.dbackup_id}" if profile.dbackup_id else ""
+        click.echo(f"{profile.name}\t{profile.id}{dbackup}")
 
 
 @keys_cli.command("export")
 @click.argument("name")
 @click.option("--output", "output", help="Write the kit to this new file, readable by its owner only.")
 def export_command(name: str, output: str | None) -> None:
-    """Print the profile's recovery kit: its key and how to decrypt without the server."""
+    """Print the profile's recovery kit: its key and how to decrypt without the server. A profile
+    imported from DBackup is printed as DBackup's master.key, which DBackup's own tools read."""
     try:
         profile, key = keyring().by_name(get_db(), name)
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from exc
-    kit = recovery_kit(profile, key)
+    kit = dbackup_master_key(key) if profile.dbackup_id else recovery_kit(profile, key)
     if output is None:
         click.echo(kit, nl=False)
-        return
-    write_private(output, kit.encode())
-    click.echo(f"Recovery kit of {profile.name!r} written to {output} (mode 0600): keep it offline.")
+    else:
+        write_private(output, kit.encode())
+        click.echo(f"Recovery kit of {profile.name!r} written to {output} (mode 0600): keep it offline.")
+    if profile.dbackup_id:
+        click.echo(reimport_hint(profile, output or "master.key"), err=output is None)
+
+
+def reimport_hint(profile: Profile, file: str) -> str:
+    """What goes with a DBackup master.key, which holds the key alone: on stderr when the key is on stdout."""
+    return (
+        f"This is the key of DBackup profile {profile.dbackup_id}, as a recovery kit's master.key. To import"
+        f" it again: flask --app app keys import-dbackup {profile.name} --profile-id {profile.dbackup_id}"
+        f" < {file}"
+    )
 
 
 def write_private(path: str, data: bytes) -> None:
@@ -91,6 +115,40 @@ def import_command(name: str) -> None:
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Profile {profile.name!r} imported (key id {profile.id}).")
+
+
+@keys_cli.command("import-dbackup")
+@click.argument("name")
+@click.option("--profile-id", "dbackup_id", required=True, help="The DBackup profile id its backups name.")
+def import_dbackup_command(name: str, dbackup_id: str) -> None:
+    """Add a DBackup profile's key, read on standard input (`< master.key` from its recovery kit;
+    typed at a hidden prompt in a terminal), so that Oncelink decrypts its backups."""
+    try:
+        profile = keyring().import_dbackup(get_db(), name, dbackup_id, read_dbackup_key(), time.time())
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Profile {profile.name!r} imported for DBackup profile {profile.dbackup_id}.")
+
+
+def read_dbackup_key() -> str:
+    if sys.stdin.isatty():
+        return click.prompt("DBackup key (64 hex digits)", hide_input=True)
+    return click.get_binary_stream("stdin").read(4096).decode("utf-8", errors="replace")
+
+
+@keys_cli.command("import-dbackup-kit")
+@click.argument("kit", type=click.Path(exists=True, path_type=Path))
+@click.option("--prefix", default="", help="Put this before each profile's name, clear of the names here.")
+def import_dbackup_kit_command(kit: Path, prefix: str) -> None:
+    """Add every profile of a DBackup recovery kit (its zip, or the folder it unzips to), or none;
+    those already here with the same key are left as they are."""
+    try:
+        outcomes = keyring().import_dbackup_kit(get_db(), read_dbackup_kit(kit, prefix), time.time())
+    except ProfileError as exc:
+        raise click.ClickException(f"{exc} Nothing from the kit was imported.") from exc
+    for outcome in outcomes:
+        done = "imported" if outcome.imported else "here already"
+        click.echo(f"{outcome.profile.name}\tDBackup {outcome.profile.dbackup_id}\t{done}")
 
 
 @contextmanager

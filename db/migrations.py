@@ -325,3 +325,16 @@ def m015_notifications(db: Database) -> None:
 def m016_health_probe(db: Database) -> None:
     """One row that /healthz rewrites to prove the database takes a write (core/health.py)."""
     db.executescript("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);")
+
+
+@migrations()
+def m017_dbackup_profiles(db: Database) -> None:
+    """A profile imported from DBackup keeps the id that DBackup's sidecars name (`profileId`);
+    Oncelink's own profiles have none, so the index is partial and any number of NULLs stay allowed."""
+    db.executescript(
+        """
+        ALTER TABLE encryption_profiles ADD COLUMN dbackup_id TEXT;
+        CREATE UNIQUE INDEX encryption_profiles_dbackup_id ON encryption_profiles(dbackup_id)
+            WHERE dbackup_id IS NOT NULL;
+        """
+    )

@@ -15,11 +15,19 @@ class ProfileRecord:
     name: str
     wrapped_key: bytes
     created_at: float
+    dbackup_id: str | None = None  # the DBackup profile id its sidecars name, for an imported one
 
 
 def _query(db: Database, where: str = "1", params: list | None = None) -> list[ProfileRecord]:
-    sql = f"SELECT id, name, wrapped_key, created_at FROM encryption_profiles WHERE {where} ORDER BY name"
+    sql = (
+        "SELECT id, name, wrapped_key, created_at, dbackup_id FROM encryption_profiles"
+        f" WHERE {where} ORDER BY name"
+    )
     return [ProfileRecord(**row) for row in select_rows(db, sql, params or [])]
+
+
+def _first(rows: list[ProfileRecord]) -> ProfileRecord | None:
+    return rows[0] if rows else None
 
 
 def list_profiles(db: Database) -> list[ProfileRecord]:
@@ -27,17 +35,20 @@ def list_profiles(db: Database) -> list[ProfileRecord]:
 
 
 def get_profile(db: Database, key_id: str) -> ProfileRecord | None:
-    rows = _query(db, "id = ?", [key_id])
-    return rows[0] if rows else None
+    return _first(_query(db, "id = ?", [key_id]))
 
 
 def get_profile_by_name(db: Database, name: str) -> ProfileRecord | None:
-    rows = _query(db, "name = ?", [name])
-    return rows[0] if rows else None
+    return _first(_query(db, "name = ?", [name]))
+
+
+def get_profile_by_dbackup_id(db: Database, dbackup_id: str) -> ProfileRecord | None:
+    return _first(_query(db, "dbackup_id = ?", [dbackup_id]))
 
 
 def insert_profile(db: Database, record: ProfileRecord) -> None:
     db.execute(
-        "INSERT INTO encryption_profiles (id, name, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
-        [record.id, record.name, record.wrapped_key, record.created_at],
+        "INSERT INTO encryption_profiles (id, name, wrapped_key, created_at, dbackup_id)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [record.id, record.name, record.wrapped_key, record.created_at, record.dbackup_id],
     )
