@@ -133,7 +133,7 @@ def import_dbackup_command(name: str, dbackup_id: str) -> None:
 def read_dbackup_key() -> str:
     if sys.stdin.isatty():
         return click.prompt("DBackup key (64 hex digits)", hide_input=True)
-    return click.get_binary_stream("stdin").read(4096).decode("utf-8", errors="replace")
+    return sys.stdin.buffer.read(4096).decode("utf-8", errors="replace")
 
 
 @keys_cli.command("import-dbackup-kit")
