@@ -54,8 +54,7 @@ def _kit_keys(read: Reader, prefix: str) -> list[KitKey]:
 
 
 def _indexed_keys(read: Reader, index: bytes, prefix: str) -> list[KitKey]:
-    entries = _index_entries(index)
-    return [_indexed_key(read, entry, prefix) for entry in entries]
+    return [_indexed_key(read, entry, prefix) for entry in _index_entries(index)]
 
 
 def _index_entries(index: bytes) -> list[dict]:
