@@ -24,11 +24,13 @@ serve: $(BIN)/.installed
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Debian packages the tests drive for real; installed only when missing. Playwright drives
-# Debian's Chromium (it cannot download its own browsers here); the SFTP tests start their own sshd.
+# Debian's Chromium (it cannot download its own browsers here); the SFTP tests start their own sshd;
+# Node writes DBackup's format as DBackup itself does.
 system-test-tools:
 	@missing=""; for tool in curl wget strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: $(BIN)/.installed-dev system-test-tools

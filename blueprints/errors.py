@@ -25,6 +25,7 @@ from core.notify_targets import UnknownTarget
 from core.storages import outage_reason
 from core.tokens import TokenBusy, TokenUnavailable
 from db import cannot_write, discard_db
+from encryption.dbackup import SidecarError
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import ProfileError, ProfileMissing
 from storage.base import FileMissing, NotAFile, StorageError, UnknownStorage, Unreadable, UnsafePath
@@ -182,11 +183,15 @@ def register_error_handlers(app: Flask) -> None:
     def damaged_header(exc: FormatError):
         return respond(422, f"The file looks like an Oncelink encrypted file but is damaged: {exc}.")
 
+    @app.errorhandler(SidecarError)
+    def damaged_sidecar(exc: SidecarError):
+        return respond(422, f"The backup's DBackup sidecar (.meta.json) cannot be used: {exc}.")
+
     @app.errorhandler(IntegrityError)
     def integrity_error(exc: IntegrityError):
         log.error("Integrity failure on %s: %s", request.path, exc)
         return respond(
-            500, "The encrypted file failed its integrity check: nothing was sent and the link was not used."
+            422, "The encrypted file failed its integrity check: nothing was sent and the link was not used."
         )
 
     @app.errorhandler(CSRFError)

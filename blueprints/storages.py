@@ -31,6 +31,7 @@ from core.storages import (
 from db import get_db
 from db.links import count_working_links
 from db.storages import get_storage, list_storages
+from encryption.dbackup import Sidecar
 from extensions import keyring
 from storage.base import StorageError
 from storage.s3 import S3Settings
@@ -82,8 +83,23 @@ def entry_json(item: ListedEntry, known: dict[tuple[str, str], str]) -> dict:
         "modified": iso(entry.mtime),
         "isDir": entry.is_dir,
         "encrypted": item.encrypted,
+        "format": item.format,
         "profile": item.profile,
         **({} if entry.is_dir else digests),
+        **({"dbackup": backup_json(item.backup)} if item.backup else {}),
+    }
+
+
+def backup_json(sidecar: Sidecar) -> dict:
+    """What a DBackup sidecar says of its backup, under DBackup's own field names."""
+    return {
+        "profileId": sidecar.profile_id,
+        "jobName": sidecar.job_name,
+        "sourceType": sidecar.source_type,
+        "engineVersion": sidecar.engine_version,
+        "databases": list(sidecar.databases),
+        "timestamp": sidecar.timestamp,
+        "compression": sidecar.compression,
     }
 
 

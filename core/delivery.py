@@ -2,12 +2,15 @@
 its name, size and validator decided here and nowhere else.
 
 The public download, the signed-in direct download, minting and the link dialog all go through
-`open_delivery` (or `describe_delivery`, which opens, looks and closes).
+`open_delivery` (or `describe_delivery`, which opens, looks and closes). Two encrypted formats are
+decrypted: Oncelink's own (encryption/format.py), told by its header, and DBackup's
+(encryption/dbackup.py), told by the sidecar beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO
@@ -15,10 +18,12 @@ from typing import BinaryIO
 from sqlite_utils import Database
 
 from core.sending import Content, FileRange, Stream, read_blocks
+from encryption import dbackup
+from encryption.dbackup import Sidecar
 from encryption.format import Layout, decrypt_range, layout_of
 from encryption.keys import Keyring
 from storage import load_storage
-from storage.base import Entry, Storage
+from storage.base import Entry, FileMissing, NotAFile, Storage
 
 ENCRYPTED_SUFFIX = ".enc"
 
@@ -42,19 +47,25 @@ class Delivery:
     storage_id: str
     storage: Storage
     entry: Entry
-    layout: Layout | None = None  # set when the file goes out decrypted
+    layout: Layout | None = None  # set when an Oncelink-encrypted file goes out decrypted
+    sidecar: Sidecar | None = None  # set when a DBackup backup goes out decrypted
+
+    @property
+    def decrypted(self) -> bool:
+        return self.layout is not None or self.sidecar is not None
 
     @property
     def mode(self) -> DeliveryMode:
-        return DeliveryMode.STORED if self.layout is None else DeliveryMode.DECRYPTED
+        return DeliveryMode.DECRYPTED if self.decrypted else DeliveryMode.STORED
 
     @property
     def filename(self) -> str:
-        return self.entry.name if self.layout is None else decrypted_name(self.entry.name)
+        return decrypted_name(self.entry.name) if self.decrypted else self.entry.name
 
     @property
     def size(self) -> int:
-        return self.entry.size if self.layout is None else self.layout.plaintext_size
+        """GCM adds nothing to DBackup's file (its tag is in the sidecar): its plaintext is as long."""
+        return self.layout.plaintext_size if self.layout is not None else self.entry.size
 
     @property
     def mtime(self) -> float:
@@ -63,14 +74,14 @@ class Delivery:
     @property
     def etag(self) -> str:
         """Changes with the file's identity, its content version and the representation."""
-        entry = self.entry
-        basis = f"{self.storage_id}\0{entry.path}\0{entry.size}\0{entry.version}\0{self.mode}".encode()
-        return '"' + hashlib.sha256(basis).hexdigest()[:32] + '"'
+        entry, sealed = self.entry, self.sidecar.identity if self.sidecar else ""
+        basis = f"{self.storage_id}\0{entry.path}\0{entry.size}\0{entry.version}\0{self.mode}\0{sealed}"
+        return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
 
     @property
     def redirects(self) -> bool:
         """Stored bytes on a storage that hands them out itself (a presigned URL)."""
-        return self.layout is None and self.storage.redirects
+        return not self.decrypted and self.storage.redirects
 
     @property
     def handed_out(self) -> DeliveryMode:
@@ -85,33 +96,66 @@ class OpenedDelivery:
     key: bytes | None = None
 
     def content(self, start: int, stop: int) -> Content:
-        """[start, stop) of what is delivered: zero-copy from a file descriptor where there is one."""
-        if self.key is not None:
-            pieces = decrypt_range(self.source, self.key, self.delivery.layout, start, stop)
-            return Stream(pieces, stop - start)
+        """[start, stop) of what is delivered: zero-copy from a file descriptor where there is one.
+
+        A DBackup backup's range is decrypted without its tag: `core.tag_checks.check_tag` must have
+        accepted the whole file first."""
+        delivery = self.delivery
+        if delivery.sidecar is not None:
+            first = dbackup.first_counter(self.key, delivery.sidecar.iv)
+            return Stream(dbackup.decrypt_range(self.source, self.key, first, start, stop), stop - start)
+        if delivery.layout is not None:
+            return Stream(decrypt_range(self.source, self.key, delivery.layout, start, stop), stop - start)
         try:
             self.source.fileno()
         except (AttributeError, OSError):
             return Stream(read_blocks(self.source, start, stop), stop - start)
         return FileRange(self.source, start, stop)
 
+    def pieces(self) -> Iterator[bytes]:
+        """Everything delivered, front to back, each format's authentication checked as it goes
+        (a DBackup backup's at the end): for reading it whole, as the digests do."""
+        delivery = self.delivery
+        if delivery.sidecar is not None:
+            self.source.seek(0)
+            return dbackup.decrypt_stream(self.source, self.key, delivery.sidecar)
+        if delivery.layout is not None:
+            return decrypt_range(self.source, self.key, delivery.layout)
+        return read_blocks(self.source, 0, delivery.size)
+
 
 def open_delivery(
     db: Database, storage_id: str, path: str, keyring: Keyring, decrypt: bool
 ) -> OpenedDelivery:
-    """The file opened for delivery; decrypted when asked and it is in Oncelink's format.
+    """The file opened for delivery; decrypted when asked and it is in a format read here.
 
-    Raises FormatError for a damaged header and ProfileMissing when no profile holds its key.
+    Raises FormatError for a damaged header or sidecar and ProfileMissing when no profile holds
+    its key.
     """
     storage = load_storage(db, storage_id, keyring)
     entry, source = storage.open_file(path)
     try:
+        sidecar = sidecar_of(storage, entry) if decrypt else None
+        if sidecar is not None:
+            key = keyring.key_for_dbackup(db, sidecar.profile_id)
+            return OpenedDelivery(Delivery(storage_id, storage, entry, sidecar=sidecar), source, key)
         layout = layout_of(source, entry.size) if decrypt else None
         key = keyring.key_for(db, layout.header.key_id) if layout else None
     except BaseException:
         source.close()
         raise
     return OpenedDelivery(Delivery(storage_id, storage, entry, layout), source, key)
+
+
+def sidecar_of(storage: Storage, entry: Entry) -> Sidecar | None:
+    """The DBackup sidecar beside a `.enc` file, if there is one that says it is encrypted."""
+    if not entry.name.endswith(ENCRYPTED_SUFFIX):
+        return None
+    try:
+        with storage.open(dbackup.sidecar_name(entry.path)) as source:
+            return dbackup.read_sidecar(source)
+    except (FileMissing, NotAFile):
+        return None
 
 
 def describe_delivery(db: Database, storage_id: str, path: str, keyring: Keyring, decrypt: bool) -> Delivery:

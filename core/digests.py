@@ -34,7 +34,6 @@ from sqlite_utils import Database
 import db as database
 from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
 from core.offloading import in_background, off_the_hub
-from core.sending import read_blocks
 from db.digests import (
     DigestJob,
     FileDigest,
@@ -48,7 +47,7 @@ from db.digests import (
     save_file_digest,
     save_plaintext_digest,
 )
-from encryption.format import Header, decrypt_range
+from encryption.format import Header
 from encryption.keys import Keyring
 from storage.base import Entry, Storage, clean_relative_path
 
@@ -174,7 +173,7 @@ def _save(db: Database, delivery: Delivery, sha256: str, source: DigestSource, n
 def _storage_checksum(db: Database, delivery: Delivery, now: float) -> str | None:
     """The storage's own checksum of the stored bytes, where it keeps one (an optional method)."""
     ask = getattr(delivery.storage, "stored_sha256", None)
-    if delivery.layout is not None or ask is None:
+    if delivery.decrypted or ask is None:
         return None
     sha256 = ask(delivery.entry)
     if sha256:
@@ -185,13 +184,6 @@ def _storage_checksum(db: Database, delivery: Delivery, now: float) -> str | Non
 def unsettled_seconds(entry: Entry, now: float) -> float:
     """How long to wait before the file's version can be trusted to move with its next write."""
     return min(max(SETTLE_SECONDS - (now - entry.mtime), 0.0), SETTLE_SECONDS)
-
-
-def _pieces(opened: OpenedDelivery) -> Iterator[bytes]:
-    delivery = opened.delivery
-    if opened.key is not None:
-        return decrypt_range(opened.source, opened.key, delivery.layout)
-    return read_blocks(opened.source, 0, delivery.size)
 
 
 def _feed(hasher, pieces: Iterator[bytes], limit: int) -> int:
@@ -222,7 +214,7 @@ class Progress:
 def _hash(opened: OpenedDelivery, progress: Progress | None) -> str:
     """Read and hash all of what is delivered; a local file's slices go to an OS thread."""
     delivery, hasher, done = opened.delivery, hashlib.sha256(), 0
-    pieces = _pieces(opened)
+    pieces = opened.pieces()
     run = off_the_hub if delivery.storage.cheap_reads else _call
     while count := run(_feed, hasher, pieces, SLICE_BYTES):
         done += count

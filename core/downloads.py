@@ -26,8 +26,10 @@ from core.delivery import Delivery, DeliveryMode, OpenedDelivery, open_delivery
 from core.digests import known_sha256
 from core.leases import LeaseKeeper
 from core.sending import Content, Outcome, Stream, TransferBody
+from core.tag_checks import check_tag
 from db.events import Client, EventKind, record_link_event
 from db.links import Link
+from encryption.dbackup import SidecarError
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import Keyring
 
@@ -153,8 +155,9 @@ def _open(
     link = _usable_link(db, request, now)
     try:
         return link, open_delivery(db, link.storage_id, link.path, keyring, link.decrypt)
-    except FormatError:
-        record_link_event(db, EventKind.INTEGRITY, link, now, request.client, reason="header or size")
+    except FormatError as exc:
+        reason = "sidecar" if isinstance(exc, SidecarError) else "header or size"
+        record_link_event(db, EventKind.INTEGRITY, link, now, request.client, reason=reason)
         raise
 
 
@@ -202,15 +205,22 @@ def _redirect(
 def _primed_content(
     db: Database, opened: OpenedDelivery, download: Download, request: DownloadRequest, now: float
 ) -> Content:
-    """The range to send; a stream's first piece is pulled now, so that a damaged encrypted file
-    fails before any claim is taken or header sent (its final chunk is verified first)."""
-    content = opened.content(download.start, download.stop)
+    """The range to send, checked before any claim is taken or header sent: a DBackup backup's
+    tag over the whole file, and a stream's first piece pulled now (for Oncelink's format, after
+    its final chunk is verified)."""
+    try:
+        return _checked_content(db, opened, download.start, download.stop, now)
+    except IntegrityError:
+        reason = "tag" if opened.delivery.sidecar is not None else "chunk"
+        record_link_event(db, EventKind.INTEGRITY, download.link, now, request.client, reason=reason)
+        raise
+
+
+def _checked_content(db: Database, opened: OpenedDelivery, start: int, stop: int, now: float) -> Content:
+    check_tag(db, opened, now)
+    content = opened.content(start, stop)
     if isinstance(content, Stream):
-        try:
-            content.prime()
-        except IntegrityError:
-            record_link_event(db, EventKind.INTEGRITY, download.link, now, request.client, reason="chunk")
-            raise
+        content.prime()
     return content
 
 
@@ -261,9 +271,7 @@ def open_direct(db: Database, storage_id: str, path: str, keyring: Keyring) -> D
     opened = open_delivery(db, storage_id, path, keyring, decrypt=True)
     try:
         size = opened.delivery.size
-        content = opened.content(0, size)
-        if isinstance(content, Stream):
-            content.prime()  # a damaged file fails here, before any header is sent
+        content = _checked_content(db, opened, 0, size, time.time())  # a damaged file fails here
         count_bytes = functools.partial(_count_direct_bytes, metrics.storage_kind(opened.delivery.storage))
         body = TransferBody(opened.source, content, None, count_bytes)
         return Download(opened.delivery, 0, size, body=body, sha256=known_sha256(db, opened.delivery))

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from threading import Lock
+from typing import Any
 
 from sqlite_utils import Database
 
+from core.delivery import ENCRYPTED_SUFFIX
 from core.listings import Order, Page, Sort, page_after, page_at
 from core.search import Found, search_below
+from encryption.dbackup import Sidecar, read_sidecar, sidecar_name
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
-from encryption.keys import Keyring, profile_names
+from encryption.keys import Keyring, dbackup_profile_names, profile_names
 from storage import load_storage
 from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
 
@@ -23,11 +27,30 @@ MAX_LIMIT = 5000
 KEPT_HEADERS = 5000  # about 1.5 MB; five pages of the files API, fifty of the explorer
 
 
+class EncryptionFormat(StrEnum):
+    ONCELINK = "oncelink"  # told by the file's own header
+    DBACKUP = "dbackup"  # told by the DBackup sidecar beside it
+
+
 @dataclass(frozen=True)
 class ListedEntry:
     entry: Entry
     encrypted: bool = False
     profile: str | None = None  # the profile's name, or the key id when no profile here holds it
+    format: EncryptionFormat | None = None  # set when encrypted
+    backup: Sidecar | None = None  # what a DBackup sidecar says of the backup: job, engine, time
+
+
+@dataclass(frozen=True)
+class ProfileNames:
+    """Profile names by the ids files name them by: Oncelink's key ids and DBackup's profile ids."""
+
+    oncelink: dict[str, str]
+    dbackup: dict[str, str]
+
+
+def profile_labels(db: Database) -> ProfileNames:
+    return ProfileNames(profile_names(db), dbackup_profile_names(db))
 
 
 class InvalidListingRequest(ValueError):
@@ -35,19 +58,20 @@ class InvalidListingRequest(ValueError):
 
 
 class Headers:
-    """What each file's first bytes said (encrypted or not, under which key), by the file's version:
-    paging through a folder again reads no header twice, and a rewritten file has a new version."""
+    """What each file's first bytes said (encrypted or not, under which key), or its DBackup sidecar,
+    by the file's version: paging through a folder again reads no header twice, and a rewritten file
+    has a new version."""
 
     def __init__(self, size: int):
         self.size = size
-        self._kept: OrderedDict[tuple[str, str, str], tuple[bool, str | None]] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, key: tuple[str, str, str]) -> tuple[bool, str | None] | None:
+    def get(self, key: tuple[str, str, str]) -> Any:
         with self._lock:
             return self._kept.get(key)
 
-    def put(self, key: tuple[str, str, str], found: tuple[bool, str | None]) -> None:
+    def put(self, key: tuple[str, str, str], found: Any) -> None:
         with self._lock:
             self._kept[key] = found
             if len(self._kept) > self.size:
@@ -89,13 +113,41 @@ def _header_of(storage: Storage, entry: Entry) -> tuple[bool, str | None]:
     return found
 
 
-def listed(storage: Storage, entries: list[Entry], names: dict[str, str]) -> list[ListedEntry]:
-    """The entries shown, with their encryption: only these files are looked into."""
-    listed_entries = []
-    for entry in entries:
-        encrypted, key_id = _header_of(storage, entry)
-        listed_entries.append(ListedEntry(entry, encrypted, names.get(key_id, key_id) if key_id else None))
-    return listed_entries
+def _sidecar_of(storage: Storage, entry: Entry) -> Sidecar | None:
+    """What the backup's DBackup sidecar says, once per version of the backup; None when it cannot
+    be read or says nothing of encryption (the row then reads as the file's header tells)."""
+    key = ("dbackup", storage.cache_key, f"{entry.path}\0{entry.version}")
+    found = headers.get(key) if entry.version else None
+    if found is None:
+        try:
+            with storage.open(sidecar_name(entry.path)) as source:
+                found = read_sidecar(source) or False
+        except (FormatError, StorageError, FileMissing, NotAFile, UnsafePath, OSError):
+            return None
+        if entry.version:
+            headers.put(key, found)
+    return found or None
+
+
+def _listed(storage: Storage, entry: Entry, names: ProfileNames, sidecars: frozenset[str]) -> ListedEntry:
+    dbackup = entry.path in sidecars and entry.name.endswith(ENCRYPTED_SUFFIX)
+    sidecar = _sidecar_of(storage, entry) if dbackup else None
+    if sidecar is not None:
+        profile = names.dbackup.get(sidecar.profile_id, sidecar.profile_id)
+        return ListedEntry(entry, True, profile, EncryptionFormat.DBACKUP, sidecar)
+    encrypted, key_id = _header_of(storage, entry)
+    if not encrypted:
+        return ListedEntry(entry)
+    profile = names.oncelink.get(key_id, key_id) if key_id else None
+    return ListedEntry(entry, True, profile, EncryptionFormat.ONCELINK)
+
+
+def listed(
+    storage: Storage, entries: list[Entry], names: ProfileNames, sidecars: frozenset[str] = frozenset()
+) -> list[ListedEntry]:
+    """The entries shown, with their encryption: only these files are looked into. `sidecars` holds
+    the paths of those whose DBackup sidecar the listing folded in."""
+    return [_listed(storage, entry, names, sidecars) for entry in entries]
 
 
 @dataclass(frozen=True)
@@ -137,7 +189,7 @@ def browse_folder(db: Database, storage_id: str, query: FolderQuery, keyring: Ke
     pages = max(1, -(-page.total // size)) if page.total is not None else None
     return FolderPage(
         replace(query, page=number),
-        listed(storage, page.entries, profile_names(db)),
+        listed(storage, page.entries, profile_labels(db), page.sidecars),
         page.total,
         pages,
         page.next,
@@ -147,7 +199,7 @@ def browse_folder(db: Database, storage_id: str, query: FolderQuery, keyring: Ke
 def _searched(db: Database, storage: Storage, query: FolderQuery) -> FolderPage:
     """The filter's matches in the folder and below it, as one page."""
     found = search_below(storage, query.folder, query.filter, query.size)
-    entries = listed(storage, found.entries, profile_names(db))
+    entries = listed(storage, found.entries, profile_labels(db), found.sidecars)
     return FolderPage(replace(query, page=1, after=""), entries, len(entries), 1, None, found)
 
 
@@ -185,13 +237,14 @@ def list_folder(db: Database, storage_id: str, request: ListingRequest, keyring:
     """One page of the files API: at most `limit` entries, and the cursor of the next page."""
     storage = load_storage(db, storage_id, keyring)
     page: Page = page_after(storage, storage_id, request.folder, request.order, request.cursor, request.limit)
-    return ListedPage(listed(storage, page.entries, profile_names(db)), page.next)
+    return ListedPage(listed(storage, page.entries, profile_labels(db), page.sidecars), page.next)
 
 
 def describe_file(db: Database, storage_id: str, path: str, keyring: Keyring) -> ListedEntry:
     """One file with its encryption, for the link dialog (raises FileMissing, NotAFile...)."""
     storage = load_storage(db, storage_id, keyring)
-    return listed(storage, [storage.stat(path)], profile_names(db))[0]
+    entry = storage.stat(path)
+    return listed(storage, [entry], profile_labels(db), frozenset([entry.path]))[0]
 
 
 def breadcrumbs(folder: str) -> list[tuple[str, str]]:

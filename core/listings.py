@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from core.cursors import Position, decode_cursor, encode_cursor
+from core.folding import fold_entries
 from core.snapshots import Snapshot, Sort, folders_first, prefetch_sizes, snapshot_of
 from storage.base import Entry, Storage, clean_relative_path
 
@@ -32,6 +33,7 @@ class Page:
     offset: int  # the position of the page's first entry in the listing
     total: int | None  # entries in the listing; None where counting them would mean listing them all
     next: str | None = None  # the cursor of the page after this one; None on the last page
+    sidecars: frozenset[str] = frozenset()  # paths of the entries whose DBackup sidecar is folded in
 
 
 class Listing:
@@ -39,6 +41,7 @@ class Listing:
 
     def __init__(self, storage: Storage, snapshot: Snapshot, order: Order):
         self.storage, self.scan, self.order = storage, snapshot.scan, order
+        self.sidecars = snapshot.sidecars
         self.ordering = snapshot.ordering(storage, order.sort)
         self.grouped = folders_first(storage, order.sort)
         self.needle = order.filter.casefold()
@@ -111,7 +114,7 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
     offset = min(max(0, offset), max(0, (total - 1) // limit * limit))
     shown = rows[offset : offset + limit] if rows is not None else _positions(listing, offset, limit)
     entries = storage.scan_entries(listing.scan, shown)
-    return Page(entries, offset, total)
+    return Page(entries, offset, total, sidecars=listing.sidecars)
 
 
 def _positions(listing: Listing, offset: int, limit: int) -> list[int]:
@@ -135,15 +138,16 @@ def page_after(
     following = encode_cursor(identity, listing.position_of(shown[-1])) if len(rows) > limit else None
     total = None if listing.needle else len(listing)
     offset = start if total is not None else 0
-    return Page(storage.scan_entries(listing.scan, shown), offset, total, following)
+    return Page(storage.scan_entries(listing.scan, shown), offset, total, following, listing.sidecars)
 
 
 def _store_page(storage: Storage, identity: list, folder: str, after: Position | None, limit: int) -> Page:
-    entries, more = storage.list_page(folder, (after.name, after.is_dir) if after else None, limit)
+    listed, more = storage.list_page(folder, (after.name, after.is_dir) if after else None, limit)
     following = None
-    if more and entries:
-        following = encode_cursor(identity, Position(entries[-1].is_dir, 0, entries[-1].name))
-    return Page(entries, 0, None if more or after else len(entries), following)
+    if more and listed:
+        following = encode_cursor(identity, Position(listed[-1].is_dir, 0, listed[-1].name))
+    entries, sidecars = fold_entries(listed, after.name if after and not after.is_dir else None)
+    return Page(entries, 0, None if more or after else len(entries), following, sidecars)
 
 
 def _store_page_at(storage: Storage, storage_id: str, folder: str, offset: int, limit: int) -> Page:
@@ -164,4 +168,4 @@ def _store_page_at(storage: Storage, storage_id: str, folder: str, offset: int, 
         Position(after[1], 0, after[0]) if after else None,
         limit,
     )
-    return Page(page.entries, skipped, page.total, page.next)
+    return Page(page.entries, skipped, page.total, page.next, page.sidecars)

@@ -26,6 +26,7 @@ from db import links as queries
 from db import write_transaction
 from db.events import delete_orphan_events
 from db.notifications import delete_old_deliveries
+from db.verdicts import delete_old_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Purged:
     links: int = 0
     events: int = 0
     notifications: int = 0
+    verdicts: int = 0
 
 
 def _batches(
@@ -63,7 +65,7 @@ def purge_steps(
 
     Lapsed claims are settled first: a link whose last transfer's worker died is dead too. Then
     links dead for the retention period go, then events older than it that no link owns any more,
-    then notifications sent or given up on before it.
+    then notifications sent or given up on before it, then DBackup tag verdicts reached before it.
     A live link keeps all its events; a purged one's go once they are as old as the retention, so
     the log stays bounded without losing what a link's owner can still look at. Each step commits
     whole or not at all; whatever a failed purge leaves, the next one takes.
@@ -77,6 +79,8 @@ def purge_steps(
         yield Purged(events=count)
     for count in _batches(db, delete_old_deliveries, before, batch_size):
         yield Purged(notifications=count)
+    for count in _batches(db, delete_old_verdicts, before, batch_size):
+        yield Purged(verdicts=count)
 
 
 def purge_dead_links(

@@ -14,8 +14,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from core.folding import Folded, folded_scan
 from core.offloading import off_the_hub
-from storage.base import Entry, FolderScan, Storage, StorageError, clean_relative_path
+from storage.base import Entry, Storage, StorageError, clean_relative_path
 
 MAX_ENTRIES = 200_000  # names read, all folders together
 MAX_SECONDS = 3.0
@@ -24,6 +25,7 @@ MAX_SECONDS = 3.0
 @dataclass(frozen=True)
 class Found:
     entries: list[Entry]  # the matches, nearest folders first, each folder's in name order
+    sidecars: frozenset[str]  # paths of the matches whose DBackup sidecar is folded in
     folders: int  # folders read
     names: int  # names read
     complete: bool  # every folder below was read, and every match is in `entries`
@@ -34,37 +36,41 @@ def search_below(storage: Storage, folder: str, needle: str, limit: int) -> Foun
     folder = clean_relative_path(folder, allow_root=True)
     needle, waiting = needle.casefold(), deque([folder])
     matches: list[Entry] = []
+    sidecars: set[str] = set()
     folders = names = 0
     seen: set[str] = set()
     deadline = time.monotonic() + MAX_SECONDS
     while waiting and len(matches) <= limit and names < MAX_ENTRIES and time.monotonic() < deadline:
         current = waiting.popleft()
-        scan = _read_once(storage, current, current == folder, seen)
-        if scan is None:
+        folded = _read_once(storage, current, current == folder, seen)
+        if folded is None:
             continue
+        scan = folded.scan
+        sidecars |= folded.sidecars
         folders, names = folders + 1, names + len(scan)
         rows = sorted(range(len(scan)), key=lambda row: storage.name_key(scan.names[row], scan.folders[row]))
         found = [row for row in rows if needle in scan.names[row].casefold()]
         matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
         waiting.extend(_child_path(current, scan.names[row]) for row in rows if scan.folders[row])
     complete = not waiting and len(matches) <= limit
-    return Found(matches[:limit], folders, names, complete)
+    return Found(matches[:limit], frozenset(sidecars), folders, names, complete)
 
 
-def _read_once(storage: Storage, folder: str, first: bool, seen: set[str]) -> FolderScan | None:
+def _read_once(storage: Storage, folder: str, first: bool, seen: set[str]) -> Folded | None:
     """The folder's names and kinds; None for one met again through a symlink (the same version),
     or one that went or may not be read (passed over as a listing would; the first one raises)."""
     try:
-        scan = off_the_hub(storage.scan, folder)
+        folded = off_the_hub(folded_scan, storage, folder)
     except StorageError:
         if first:
             raise
         return None
-    if scan.version is not None:
-        if scan.version in seen:
+    version = folded.scan.version
+    if version is not None:
+        if version in seen:
             return None
-        seen.add(scan.version)
-    return scan
+        seen.add(version)
+    return folded
 
 
 def _child_path(folder: str, name: str) -> str:

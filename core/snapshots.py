@@ -28,6 +28,7 @@ from enum import StrEnum
 from itertools import compress
 from threading import Lock
 
+from core.folding import folded_scan
 from core.offloading import in_background, off_the_hub
 from storage.base import Entry, FolderScan, Storage, StorageError
 
@@ -129,6 +130,7 @@ class Snapshot:
     dead: frozenset[int] = frozenset()  # rows of names that went since the scan; in no ordering
     orderings: dict[Sort, Ordering] = field(default_factory=dict)
     known: Contents | None = None  # the names, once a patch needed them
+    sidecars: frozenset[str] = frozenset()  # paths of the backups whose DBackup sidecar is folded in
 
     def __post_init__(self):
         self.stats_at = self.stats_at or self.taken_at
@@ -203,7 +205,8 @@ def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
     """`kept` brought up to the folder as it is now, or None where too much changed for a patch to
     be worth it (or a name that stayed became a folder, or a folder a file: its rows would move)."""
     scan = kept.scan
-    fresh = off_the_hub(storage.scan, scan.folder)
+    folded = off_the_hub(folded_scan, storage, scan.folder)
+    fresh = folded.scan
     listed, known = contents(fresh), kept.contents()
     went, came = known.names - listed.names, sorted(listed.names - known.names)
     if len(went) + len(came) > PATCH_LIMIT or not listed.kinds_kept(known):
@@ -218,7 +221,7 @@ def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
     }
     vanished = set(came) - {entry.name for entry in entries}  # between reading the names and the stat
     known = Contents(listed.names - vanished, listed.folders - vanished)
-    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known)
+    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known, folded.sidecars)
 
 
 class Snapshots:
@@ -292,7 +295,8 @@ def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
 
 
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
-    return Snapshot(off_the_hub(storage.scan, folder, stats=stats), now)
+    folded = off_the_hub(folded_scan, storage, folder, stats=stats)
+    return Snapshot(folded.scan, now, sidecars=folded.sidecars)
 
 
 def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
@@ -304,7 +308,8 @@ def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
 def sorted_scan(storage: Storage, folder: str, sorts: list[Sort]) -> Snapshot:
     """A scan with sizes and dates, in the orders `sorts` already (those the scan it replaces had,
     so that the next page finds them made): all of it work for a thread of its own."""
-    snapshot = Snapshot(storage.scan(folder, stats=True), time.time())
+    folded = folded_scan(storage, folder, stats=True)
+    snapshot = Snapshot(folded.scan, time.time(), sidecars=folded.sidecars)
     for sort in sorts:
         snapshot.ordering(storage, sort)
     return snapshot

@@ -338,3 +338,19 @@ def m017_dbackup_profiles(db: Database) -> None:
             WHERE dbackup_id IS NOT NULL;
         """
     )
+
+
+@migrations()
+def m018_tag_verdicts(db: Database) -> None:
+    """Whether a DBackup backup's whole-file tag was found good, by the identity of the bytes checked
+    (core/tag_checks.py): a resume, on any worker, does not read the whole file again."""
+    db.executescript(
+        """
+        CREATE TABLE tag_verdicts (
+            identity TEXT PRIMARY KEY,
+            intact INTEGER NOT NULL,
+            checked_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX tag_verdicts_checked ON tag_verdicts(checked_at);
+        """
+    )
