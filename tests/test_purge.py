@@ -15,6 +15,7 @@ from core.history import LinkQuery, history_page
 from db import write_transaction
 from db.events import list_events
 from db.links import FEW, LinkState, list_links
+from db.verdicts import save_tag_verdict, tag_verdict
 from tests.conftest import Auth
 
 NOW = time.time()
@@ -122,6 +123,17 @@ def test_the_purge_finds_its_rows_through_indexes(db):
     build_install(db)
     plans = query_plans(db, lambda: purging.purge_dead_links(db, RETENTION, NOW, batch_size=500))
     assert plans and full_scans(plans) == []
+
+
+def test_the_purge_forgets_dbackup_tag_verdicts_older_than_the_retention_and_keeps_the_rest(db):
+    for number, at in enumerate([LONG_AGO] * 1200 + [LATELY] * 3):
+        save_tag_verdict(db, f"identity-{number}", number % 2 == 0, at)
+    steps = list(purging.purge_steps(db, RETENTION, NOW, batch_size=500))
+    assert [step.verdicts for step in steps if step.verdicts] == [500, 500, 200]
+    assert ids(db, "SELECT identity FROM tag_verdicts") == {
+        f"identity-{number}" for number in (1200, 1201, 1202)
+    }
+    assert tag_verdict(db, "identity-1200") is True and tag_verdict(db, "identity-1201") is False
 
 
 PAGES = [LinkQuery(), *(LinkQuery(state=state) for state in LinkState), LinkQuery(name="db.sql")]

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from defusedxml import ElementTree
 
+from core.delivery import sidecar_of
+from core.folding import folded_scan
 from core.listings import Order, Sort
+from encryption import dbackup
 from encryption.format import decrypt_range, encrypt_stream, layout_of, new_header
 from storage import sftp_file
 from storage.base import FileMissing, NotAFile, Storage, StorageError, UnsafePath
@@ -24,6 +27,7 @@ from storage.s3 import S3Settings, S3Storage
 from storage.sftp import SFTPStorage
 from storage.sftp_connect import SFTPSettings
 from storage.webdav import WebDAVSettings, WebDAVStorage
+from tests.dbackup_files import sidecar_json
 from tests.helpers import MIB, every_entry
 from tests.servers import WEBDAV_PASSWORD, WEBDAV_USER
 
@@ -192,6 +196,23 @@ def test_encryption_is_detected_and_decrypts(backend):
     _, plain = backend.storage.open_file("big.bin")
     with plain:
         assert layout_of(plain, len(DATA)) is None
+
+
+def test_a_dbackup_backup_is_folded_with_its_sidecar_verified_and_decrypted_from_the_middle(backend):
+    key, iv = os.urandom(32), os.urandom(16)
+    ciphertext, tag = dbackup.encrypt(DATA, key, iv)
+    filled(backend).put("shop.sql.gz.enc", ciphertext)
+    backend.put(dbackup.sidecar_name("shop.sql.gz.enc"), sidecar_json("p-1", iv, tag).encode())
+    folded = folded_scan(backend.storage, "")
+    assert "shop.sql.gz.enc.meta.json" not in folded.scan.names and folded.sidecars == {"shop.sql.gz.enc"}
+    entry, source = backend.storage.open_file("shop.sql.gz.enc")
+    with source:
+        sidecar = sidecar_of(backend.storage, entry)
+        assert (sidecar.profile_id, sidecar.iv, sidecar.tag) == ("p-1", iv, tag)
+        dbackup.verify(source, key, sidecar, entry.size)
+        first = dbackup.first_counter(key, iv)
+        middle = b"".join(dbackup.decrypt_range(source, key, first, 2_000_001, 2_100_000))
+    assert middle == DATA[2_000_001:2_100_000]
 
 
 HOSTILE = ["../big.bin", "/etc/passwd", "nightly/../../x", "..", "a\\..\\b", "nightly/\x00", "nightly/\ud800"]

@@ -1,8 +1,10 @@
 """DBackup backups in the explorer and the files API: encrypted with their profile and what their
-sidecar says, the sidecar folded into its backup's row, in kept scans patched name by name too."""
+sidecar says, the sidecar folded into its backup's row, in kept scans patched name by name too; and
+a signed-in person's own download of one, decrypted."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 
@@ -92,6 +94,20 @@ def test_the_link_dialog_says_dbackup_and_the_delivered_name_drops_enc(client, a
     auth.login("operator")
     dialog = client.get(f"/browse/local/link?path={SHOP}", headers=HX).text
     assert "DBackup encrypted backup" in dialog and "(profile dbackup-vectors)" in dialog
+
+
+def test_a_signed_in_download_is_the_decrypted_backup_and_a_damaged_one_is_refused(client, auth, folder):
+    auth.login("operator")
+    response = client.get(f"/browse/local/file?path={SHOP}")
+    assert response.status_code == 200
+    assert hashlib.sha256(response.data).hexdigest() == VECTOR_FILES[SHOP]["decrypted_sha256"]
+    assert 'filename="shop-2026-11-30.sql.gz"' in response.headers["Content-Disposition"]
+    response.close()
+    data = bytearray((folder / SHOP).read_bytes())
+    data[100] ^= 1
+    (folder / SHOP).write_bytes(bytes(data))
+    refused = client.get(f"/browse/local/file?path={SHOP}")
+    assert refused.status_code == 422 and b"integrity" in refused.data
 
 
 def test_a_sidecar_that_is_not_json_leaves_the_row_as_the_file_itself_says(client, auth, folder):
