@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import BinaryIO
 
@@ -19,7 +19,7 @@ from sqlite_utils import Database
 
 from core.sending import Content, FileRange, Stream, read_blocks
 from encryption import dbackup
-from encryption.dbackup import Sidecar
+from encryption.dbackup import Sidecar, SidecarError
 from encryption.format import Layout, decrypt_range, layout_of
 from encryption.keys import Keyring
 from storage import load_storage
@@ -134,17 +134,33 @@ def open_delivery(
     """
     storage = load_storage(db, storage_id, keyring)
     entry, source = storage.open_file(path)
+    delivery = Delivery(storage_id, storage, entry)
+    if not decrypt:
+        return OpenedDelivery(delivery, source)
     try:
-        sidecar = sidecar_of(storage, entry) if decrypt else None
-        if sidecar is not None:
-            key = keyring.key_for_dbackup(db, sidecar.profile_id)
-            return OpenedDelivery(Delivery(storage_id, storage, entry, sidecar=sidecar), source, key)
-        layout = layout_of(source, entry.size) if decrypt else None
-        key = keyring.key_for(db, layout.header.key_id) if layout else None
+        return _opened(db, delivery, source, keyring)
     except BaseException:
         source.close()
         raise
-    return OpenedDelivery(Delivery(storage_id, storage, entry, layout), source, key)
+
+
+def _opened(db: Database, delivery: Delivery, source: BinaryIO, keyring: Keyring) -> OpenedDelivery:
+    """The file as it decrypts: by its DBackup sidecar, else by its own header, else as stored.
+
+    A sidecar that cannot be read gives way to an Oncelink header; without one, it is the error.
+    """
+    try:
+        sidecar, broken = sidecar_of(delivery.storage, delivery.entry), None
+    except SidecarError as exc:
+        sidecar, broken = None, exc
+    if sidecar is not None:
+        key = keyring.key_for_dbackup(db, sidecar.profile_id)
+        return OpenedDelivery(replace(delivery, sidecar=sidecar), source, key)
+    layout = layout_of(source, delivery.entry.size)
+    if layout is None and broken is not None:
+        raise broken
+    key = keyring.key_for(db, layout.header.key_id) if layout else None
+    return OpenedDelivery(replace(delivery, layout=layout), source, key)
 
 
 def sidecar_of(storage: Storage, entry: Entry) -> Sidecar | None:

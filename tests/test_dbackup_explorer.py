@@ -14,7 +14,7 @@ from core import snapshots
 from core.listings import Order
 from encryption import dbackup
 from storage.local import LocalStorage
-from tests.conftest import seal
+from tests.conftest import mint, seal
 from tests.dbackup_files import VECTOR_FILES, VECTORS, copy_vectors, import_vector_key
 from tests.helpers import every_entry
 
@@ -108,6 +108,20 @@ def test_a_signed_in_download_is_the_decrypted_backup_and_a_damaged_one_is_refus
     (folder / SHOP).write_bytes(bytes(data))
     refused = client.get(f"/browse/local/file?path={SHOP}")
     assert refused.status_code == 422 and b"integrity" in refused.data
+
+
+def test_a_broken_sidecar_refuses_its_backup_but_gives_way_to_an_oncelink_header(app, client, folder):
+    token = mint(app, SHOP)
+    own = mint(app, "own.sql.gz.enc")
+    (folder / dbackup.sidecar_name(SHOP)).write_text('{"encryption": {"iv": "00"}}')
+    (folder / dbackup.sidecar_name("own.sql.gz.enc")).write_text("{broken")
+    refused = client.get(f"/api/storage/public-download?token={token}")
+    assert refused.status_code == 422 and "sidecar" in refused.get_json()["error"]
+    delivered = client.get(f"/api/storage/public-download?token={own}", buffered=True)
+    assert delivered.status_code == 200 and delivered.data == b"own dump"
+    shutil.copyfile(VECTORS / dbackup.sidecar_name(SHOP), folder / dbackup.sidecar_name(SHOP))
+    repaired = client.get(f"/api/storage/public-download?token={token}", buffered=True)  # not used before
+    assert hashlib.sha256(repaired.data).hexdigest() == VECTOR_FILES[SHOP]["decrypted_sha256"]
 
 
 def test_a_sidecar_that_is_not_json_leaves_the_row_as_the_file_itself_says(client, auth, folder):
