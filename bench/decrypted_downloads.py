@@ -71,11 +71,12 @@ def encrypt_backups(bench: Bench) -> dict[str, Encrypted]:
     return pairs
 
 
-def download(bench: Bench, path: Path, size: int, downloads: Downloads) -> None:
-    """One download through a fresh link, added to `downloads` with the CPU time it cost the workers."""
+def download(bench: Bench, path: Path, size: int, downloads: Downloads, start: int = 0) -> None:
+    """One download through a fresh link (from byte `start` on, as a resume), added to `downloads`
+    with the CPU time it cost the workers."""
     url = bench.oncelink.mint_link(path)
     with workers_cpu(bench.gunicorn_master) as used:
-        transfer = curl_download(url, size)
+        transfer = curl_download(url, size, start)
     downloads.record(transfer, used)
 
 

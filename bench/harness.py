@@ -173,17 +173,21 @@ class Transfer:
         return self.bytes_per_second / MiB
 
 
-def curl_download(url: str, expected_size: int) -> Transfer:
-    """Fetch `url` to /dev/null with curl and check that every byte arrived."""
+def curl_download(url: str, expected_size: int, start: int = 0) -> Transfer:
+    """Fetch `url` to /dev/null with curl and check that every byte arrived; from byte `start`
+    on (`-r START-`, as a resume asks) when it is not 0, then as a 206 of the rest."""
+    ranged = ["-r", f"{start}-"] if start else []
     command = [
         require("curl"), "-s", "--noproxy", "*", "--max-time", str(DOWNLOAD_SECONDS), "-o", "/dev/null",
+        *ranged,
         "-w", "%{http_code} %{size_download} %{time_total} %{time_starttransfer} %{speed_download}", url,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=DOWNLOAD_SECONDS + 10)
     status, size, seconds, first_byte, speed = result.stdout.split()
-    if result.returncode != 0 or status != "200" or int(size) != expected_size:
+    expected_status = "206" if start else "200"
+    if result.returncode != 0 or status != expected_status or int(size) != expected_size - start:
         where = url.split("?")[0]  # not the token
         raise BenchError(
-            f"curl {where}: exit {result.returncode}, HTTP {status}, {size} of {expected_size} bytes"
+            f"curl {where}: exit {result.returncode}, HTTP {status}, {size} of {expected_size - start} bytes"
         )
     return Transfer(int(size), float(seconds), float(first_byte), float(speed))

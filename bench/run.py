@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from dbackup_downloads import measure_dbackup
 from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
 from links_year import measure_minting
@@ -33,6 +34,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_throughput,
     measure_workers,
     measure_decrypted,
+    measure_dbackup,
     measure_s3,
     measure_remote,
     measure_crowd,
