@@ -25,16 +25,20 @@ serve: $(BIN)/.installed
 
 # Debian packages the tests drive for real; installed only when missing. Playwright drives
 # Debian's Chromium (it cannot download its own browsers here); the SFTP tests start their own sshd;
-# Node writes DBackup's format as DBackup itself does.
+# Node writes DBackup's format as DBackup itself does; the PostgreSQL tests start their own cluster.
 system-test-tools:
 	@missing=""; for tool in curl wget strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
+# Every test against SQLite, then the ones that need no other live server again against PostgreSQL
+# (a temporary cluster the tests start; the two-host tests run in the first pass).
 test: $(BIN)/.installed-dev system-test-tools
 	$(BIN)/pytest
+	$(BIN)/pytest --database=postgresql -m "not live"
 
 # Everything that needs no live server, browser or S3: the loop while working.
 test-fast: $(BIN)/.installed-dev

@@ -39,6 +39,7 @@ from core.notifying import NotificationSender, NotifySettings
 from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
 from core.storages import add_local_storage
+from db.postgres import is_postgres
 from db.storages import get_storage
 from db.users import count_users
 from encryption.keys import Keyring, load_master_key, read_or_create_secret
@@ -54,7 +55,8 @@ DEFAULTS = {
     "LEASE_SECONDS": 30,
     "LINK_RETENTION": 7 * 86400,
     "PURGE_INTERVAL": 60,  # seconds between two purges of long-dead links by one worker
-    "DATABASE_CONNECTIONS": 8,  # idle SQLite connections each worker keeps open
+    "DATABASE_URL": None,  # postgresql://... for several hosts sharing one database; unset: SQLite
+    "DATABASE_CONNECTIONS": 8,  # idle database connections each worker keeps open
     "PRESIGN_TTL": 30,
     "SEND_TIMEOUT": 120,
     "PROXY_HOPS": 0,
@@ -97,11 +99,28 @@ def configure(app: Flask, config: dict | None) -> None:
     data_dir = Path(app.config["DATA_DIR"]).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app.config["DATA_DIR"] = str(data_dir)
-    app.config.setdefault("DATABASE", str(data_dir / "oncelink.sqlite3"))
+    app.config.setdefault("DATABASE", app.config.get("DATABASE_URL") or str(data_dir / "oncelink.sqlite3"))
     if str(app.config.get("PUBLIC_URL") or "").startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
+    if is_postgres(app.config["DATABASE"]):
+        require_shared_secrets(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(data_dir)
+
+
+class MissingSetting(RuntimeError):
+    """A host of several cannot start without a setting the others share."""
+
+
+def require_shared_secrets(config: dict) -> None:
+    """Hosts that share a PostgreSQL database must share the keys too: a secret made up in one
+    host's data dir would sign sessions the others refuse, and wrap keys the others cannot open."""
+    missing = [f"ONCELINK_{name}" for name in ("SECRET_KEY", "MASTER_KEY") if not config.get(name)]
+    if missing:
+        raise MissingSetting(
+            f"ONCELINK_DATABASE_URL names a PostgreSQL database that several hosts may share, so"
+            f" {' and '.join(missing)} must be set too (the same on every host); see docs/deploy.md."
+        )
 
 
 def add_security_headers(response):

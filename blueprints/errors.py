@@ -24,7 +24,7 @@ from core.links import InvalidLinkRequest, LinkNotFound
 from core.notify_targets import UnknownTarget
 from core.storages import outage_reason
 from core.tokens import TokenBusy, TokenUnavailable
-from db import cannot_write, discard_db
+from db import cannot_write, discard_db, postgres
 from encryption.dbackup import SidecarError
 from encryption.format import FormatError, IntegrityError
 from encryption.keys import ProfileError, ProfileMissing
@@ -114,10 +114,12 @@ def _respond(status: int, message: str, heading: str):
     return render_template(template, status=status, heading=heading, message=message), status
 
 
-def database_unwritable(exc: sqlite3.DatabaseError) -> Response:
-    """503 while the database cannot be written (disk full, I/O error...): nothing was saved or
-    counted, and the same request works again once space returns. One line in the log, no traceback."""
-    log.warning("Database cannot be written on %s: %s (%s)", request.path, exc, exc.sqlite_errorname)
+def database_unwritable(exc: Exception) -> Response:
+    """503 while the database cannot be written (disk full, I/O error, PostgreSQL unreachable...):
+    nothing was saved or counted, and the same request works again once it can. One line in the
+    log, no traceback."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    log.warning("Database cannot be written on %s: %s (%s)", request.path, str(exc).strip(), name)
     discard_db()
     if request.blueprint == "public":  # whoever holds a link learns nothing about the server
         response = respond(503, PUBLIC_UNWRITABLE_MESSAGE)
@@ -174,7 +176,8 @@ def register_error_handlers(app: Flask) -> None:
         return storage_unavailable(exc)
 
     @app.errorhandler(sqlite3.DatabaseError)
-    def database_error(exc: sqlite3.DatabaseError):
+    @app.errorhandler(postgres.Error)
+    def database_error(exc: Exception):
         if not cannot_write(exc):
             raise exc  # a bug: Flask logs its traceback and answers 500
         return database_unwritable(exc)

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import re
-import sqlite3
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -329,6 +328,6 @@ class _Finisher:
                     received=outcome.received,
                     seconds=seconds,
                 )
-        except sqlite3.Error as exc:
+        except database.DatabaseError as exc:
             # The lease lapses unrenewed: a final claim is then counted, any other given back.
             log.warning("Could not record the end of a transfer of link %s: %s", self.claim.link.id, exc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 from core.offloading import Started
 from core.storages import outage_reason
+from db import DatabaseError
 from db.health import prove_writable
 from db.storages import StorageRecord
 from encryption.keys import Keyring
@@ -88,7 +88,7 @@ def mebibytes(count: int) -> str:
 def check_database(path: str, timeout: float) -> None:
     try:
         prove_writable(path, timeout, time.time())
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         raise Unhealthy("cannot write", str(exc)) from exc
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -63,7 +62,7 @@ class HeldClaim:
         try:
             with database.pooled(self._database_path) as db:
                 secured = tokens.secure_final(db, self.claim, time.time(), self._lease_seconds)
-        except sqlite3.Error as exc:
+        except database.DatabaseError as exc:
             log.warning("Could not secure the last piece of link %s: %s", self.claim.link.id, exc)
             secured = False
         if not secured:
@@ -132,6 +131,6 @@ class LeaseKeeper:
             time.sleep(self.interval)
             try:
                 self.renew_now()
-            except sqlite3.Error as exc:
+            except database.DatabaseError as exc:
                 # The senders stop on their own once their leases run out unrenewed.
                 log.warning("Could not renew transfer claims: %s", exc)

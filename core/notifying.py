@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -138,7 +137,7 @@ class NotificationSender:
         while not self._stop.is_set():
             try:
                 self._round()
-            except (sqlite3.Error, OSError) as exc:
+            except (*database.DatabaseError, OSError) as exc:
                 log.warning("Sending notifications paused, tried again shortly: %s", exc)
             self._stop.wait(self.settings.poll_seconds)
 

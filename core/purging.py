@@ -9,14 +9,11 @@ most once per interval, pausing between steps so that requests get the write loc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlite_utils import Database
 
@@ -90,17 +87,10 @@ def purge_dead_links(
     return sum(step.links for step in purge_steps(db, retention_seconds, now, batch_size))
 
 
-@contextlib.contextmanager
-def purge_lock(database_path: str) -> Iterator[bool]:
-    """True while no other process purges the same database (a lock file beside it): two workers
-    purging at once would only take turns at the write lock twice as often."""
-    with open(Path(database_path).with_suffix(".purge.lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+def purge_lock(database_path: str) -> contextlib.AbstractContextManager[bool]:
+    """True while no other process purges the same database (on PostgreSQL, no other host): two
+    workers purging at once would only take turns at the write lock twice as often."""
+    return database.exclusive(database_path, "purge")
 
 
 class BackgroundPurge:
@@ -136,7 +126,7 @@ class BackgroundPurge:
             with purge_lock(self.database_path) as ours:
                 if ours:
                     self._purge()
-        except (sqlite3.Error, OSError) as exc:
+        except (*database.DatabaseError, OSError) as exc:
             log.warning("The purge of dead links stopped, the next one goes on: %s", exc)
 
     def _purge(self) -> None:

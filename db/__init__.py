@@ -1,6 +1,11 @@
-"""SQLite access: connections kept open in a small pool per process, one taken by a request at its
+"""Database access: connections kept open in a small pool per process, one taken by a request at its
 first query and given back at teardown; the lease keeper and the end of a transfer take theirs
-from the same pool."""
+from the same pool.
+
+The database is SQLite, a file in the data dir, unless ONCELINK_DATABASE_URL names a PostgreSQL
+server (db/postgres.py: the one place where the two differ). Everywhere else a database is named by
+its `target`: the SQLite file's path or the PostgreSQL URL.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,12 @@ from pathlib import Path
 from flask import Flask, current_app, g
 from sqlite_utils import Database
 
+from db import postgres
 from db.migrations import migrations
+from db.pg_migrations import apply_pending
 from db.writes import QueuedDatabase, write_queue_for
-from db.writes import write_transaction as write_transaction  # where the queries and core/ find it
+from db.writes import serialized as serialized  # where the queries and core/ find them
+from db.writes import write_transaction as write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +48,19 @@ UNWRITABLE_CODES = frozenset(
 )
 
 
+# Whatever either engine raises; a query's caller that must not fail catches these.
+DatabaseError = (sqlite3.Error, postgres.Error)
+
+
 def connect(path: str) -> Database:
-    """Open the database with WAL, a busy timeout and foreign keys on, its writes queued (db/writes.py).
+    """Open the database: a PostgreSQL URL with a connection of its own; a SQLite file with WAL, a
+    busy timeout and foreign keys on, its writes queued (db/writes.py).
 
     Usable from any thread: a pooled connection serves one request thread, then another, or the
     lease keeper; the pool hands it to one user at a time.
     """
+    if postgres.is_postgres(path):
+        return postgres.connect(path)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     db = QueuedDatabase(conn, write_queue_for(path))
     db.execute("PRAGMA journal_mode=WAL")
@@ -62,16 +77,33 @@ def select_rows(db: Database, sql: str, params: Sequence | dict = ()) -> list[di
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def inserted_id(db: Database, sql: str, params: Sequence | dict) -> int:
+    """The id that an `INSERT ... RETURNING id` gave its row, committed with it: both engines give
+    ids this way, and sqlite3 leaves a RETURNING statement's write open outside a transaction."""
+    with write_transaction(db):
+        return db.execute(sql, params).fetchall()[0][0]
+
+
 def cannot_write(exc: BaseException) -> bool:
     """True when `exc` means the database cannot be written for now: worth a 503 and a retry,
     unlike a programming error. Extended codes (SQLITE_IOERR_WRITE...) keep the primary code
     in their low byte."""
+    if postgres.unavailable(exc):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in UNWRITABLE_CODES
 
 
 def migrate(path: str) -> None:
-    """Apply pending migrations; a file lock keeps concurrent workers from racing."""
+    """Apply pending migrations; a file lock keeps concurrent workers from racing (on PostgreSQL, an
+    advisory lock keeps the hosts from racing too)."""
+    if postgres.is_postgres(path):
+        db = postgres.connect(path)
+        try:
+            apply_pending(db)
+        finally:
+            db.close()
+        return
     lock_path = Path(path).with_suffix(".migrate.lock")
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -82,8 +114,25 @@ def migrate(path: str) -> None:
             db.close()
 
 
+@contextlib.contextmanager
+def exclusive(path: str, name: str) -> Iterator[bool]:
+    """True while no other process holds `name` for the same database, False if one does: a lock
+    file beside a SQLite file; an advisory lock of PostgreSQL's, which every host sees."""
+    if postgres.is_postgres(path):
+        with pooled(path) as db, db.holding(name) as held:
+            yield held
+        return
+    with open(Path(path).with_suffix(f".{name}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def close_quietly(db: Database) -> None:
-    with contextlib.suppress(sqlite3.Error):
+    with contextlib.suppress(*DatabaseError):
         db.close()
 
 
@@ -127,16 +176,17 @@ class ConnectionPool:
                 return
 
 
-_pools: dict[str, ConnectionPool] = {}
+_pools: dict[str, ConnectionPool | postgres.PostgresPool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(path: str, size: int = DEFAULT_POOL_SIZE) -> ConnectionPool:
+def pool_for(path: str, size: int = DEFAULT_POOL_SIZE) -> ConnectionPool | postgres.PostgresPool:
     """This process's pool for the database at `path`, made with `size` at first use."""
     with _pools_lock:
         pool = _pools.get(path)
         if pool is None:
-            pool = _pools[path] = ConnectionPool(path, size)
+            kind = postgres.PostgresPool if postgres.is_postgres(path) else ConnectionPool
+            pool = _pools[path] = kind(path, size)
         return pool
 
 
@@ -170,7 +220,7 @@ def pooled(path: str) -> Iterator[Database]:
     try:
         yield db
     except BaseException as exc:
-        pool.give_back(db, broken=isinstance(exc, sqlite3.Error))
+        pool.give_back(db, broken=isinstance(exc, DatabaseError))
         raise
     pool.give_back(db)
 
@@ -193,7 +243,7 @@ def discard_db() -> None:
 def close_db(exc: BaseException | None = None) -> None:
     db = g.pop("db", None)
     if db is not None:
-        pool_for(current_app.config["DATABASE"]).give_back(db, broken=isinstance(exc, sqlite3.Error))
+        pool_for(current_app.config["DATABASE"]).give_back(db, broken=isinstance(exc, DatabaseError))
 
 
 class PendingMigrations:
@@ -215,7 +265,7 @@ def init_app(app: Flask) -> None:
     app.teardown_appcontext(close_db)
     try:
         migrate(app.config["DATABASE"])
-    except sqlite3.DatabaseError as exc:
+    except DatabaseError as exc:
         if not cannot_write(exc):
             raise
         # gunicorn stops the whole server when a worker fails to boot; one it restarts while the

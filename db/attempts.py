@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from db import select_rows
+from db import select_rows, serialized
 
 
 def purge_attempts(db: Database, now: float) -> None:
@@ -15,12 +15,13 @@ def purge_attempts(db: Database, now: float) -> None:
 def add_attempt_within(db: Database, key: str, most: int, now: float, expires_at: float) -> int | None:
     """Count one more attempt against `key` unless `most` are counted already: one statement
     whose rowcount decides. The new attempt's id, or None."""
-    cursor = db.execute(
-        "INSERT INTO attempts (key, expires_at) SELECT ?, ?"
-        " WHERE (SELECT COUNT(*) FROM attempts WHERE key = ? AND expires_at > ?) < ?",
-        [key, expires_at, key, now, most],
-    )
-    return cursor.lastrowid if cursor.rowcount == 1 else None
+    with serialized(db, f"attempts:{key}"):
+        rows = db.execute(
+            "INSERT INTO attempts (key, expires_at) SELECT ?, ?"
+            " WHERE (SELECT COUNT(*) FROM attempts WHERE key = ? AND expires_at > ?) < ? RETURNING id",
+            [key, expires_at, key, now, most],
+        ).fetchall()  # to the end: sqlite3 ends a RETURNING statement's write only then
+    return rows[0][0] if rows else None
 
 
 def next_expiry(db: Database, key: str, now: float) -> float | None:

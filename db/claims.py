@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from db import select_rows
+from db import select_rows, serialized
 
 
 @dataclass(frozen=True)
@@ -46,23 +46,24 @@ def insert_claim(
 
     Lapsed claims must have been reaped first, in the same transaction.
     """
-    cursor = db.execute(
-        "INSERT INTO claims (id, link_id, counts, length, started_at, lease_until)"
-        " SELECT :claim, id, :counts, :length, :now, :until FROM links"
-        " WHERE id = :link AND revoked_at IS NULL AND expires_at > :now"
-        " AND uses + (SELECT COUNT(*) FROM claims WHERE link_id = :link) < max_uses"
-        " AND bytes_sent + :length"
-        "  + (SELECT COALESCE(SUM(length), 0) FROM claims WHERE link_id = :link) <= :budget",
-        {
-            "claim": claim_id,
-            "link": link_id,
-            "counts": int(counts),
-            "length": length,
-            "budget": budget,
-            "now": now,
-            "until": until,
-        },
-    )
+    with serialized(db, f"link:{link_id}"):  # racing claims of one link see each other's rows
+        cursor = db.execute(
+            "INSERT INTO claims (id, link_id, counts, length, started_at, lease_until)"
+            " SELECT :claim, id, :counts, :length, :now, :until FROM links"
+            " WHERE id = :link AND revoked_at IS NULL AND expires_at > :now"
+            " AND uses + (SELECT COUNT(*) FROM claims WHERE link_id = :link) < max_uses"
+            " AND bytes_sent + :length"
+            "  + (SELECT COALESCE(SUM(length), 0) FROM claims WHERE link_id = :link) <= :budget",
+            {
+                "claim": claim_id,
+                "link": link_id,
+                "counts": int(counts),
+                "length": length,
+                "budget": budget,
+                "now": now,
+                "until": until,
+            },
+        )
     return cursor.rowcount == 1
 
 
@@ -78,10 +79,11 @@ def lapsed_claims(db: Database, now: float, link_id: int | None = None) -> list[
 def settle_lapsed_claim(db: Database, claim: LapsedClaim) -> None:
     """Remove a lapsed claim: its whole range is charged to the byte budget (nobody can say
     how much of it left), and a 'final' one is counted as a use."""
-    db.execute("DELETE FROM claims WHERE id = ?", [claim.id])
+    if db.execute("DELETE FROM claims WHERE id = ?", [claim.id]).rowcount != 1:
+        return  # settled meanwhile by another (on PostgreSQL, another host's transaction)
     db.execute(
         "UPDATE links SET bytes_sent = bytes_sent + ?, uses = uses + ?,"
-        " last_used_at = CASE WHEN ? THEN ? ELSE last_used_at END WHERE id = ?",
+        " last_used_at = CASE WHEN ? = 1 THEN ? ELSE last_used_at END WHERE id = ?",
         [claim.length, int(claim.counted), int(claim.counted), claim.lease_until, claim.link_id],
     )
 

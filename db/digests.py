@@ -82,8 +82,10 @@ def save_plaintext_digest(
 ) -> None:
     db.execute(
         """
-        INSERT OR REPLACE INTO plaintext_digests (salt, key_id, size, sha256, source, recorded_at)
+        INSERT INTO plaintext_digests (salt, key_id, size, sha256, source, recorded_at)
         VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (salt) DO UPDATE SET key_id = excluded.key_id, size = excluded.size,
+            sha256 = excluded.sha256, source = excluded.source, recorded_at = excluded.recorded_at
         """,
         [salt.hex(), key_id.hex(), size, sha256, source, now],
     )

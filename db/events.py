@@ -141,8 +141,9 @@ def _count_repeat(db: Database, event: Event) -> bool:
     """Bump the newest matching event of the last minute; False if there is none."""
     cursor = db.execute(
         "UPDATE link_events SET repeats = repeats + 1 WHERE id = ("
-        " SELECT id FROM link_events WHERE link_id IS ? AND event = ? AND client_ip IS ?"
-        " AND reason IS ? AND at > ? ORDER BY id DESC LIMIT 1)",
+        " SELECT id FROM link_events WHERE link_id IS NOT DISTINCT FROM ? AND event = ?"
+        " AND client_ip IS NOT DISTINCT FROM ?"
+        " AND reason IS NOT DISTINCT FROM ? AND at > ? ORDER BY id DESC LIMIT 1)",
         [event.link_id, event.event, event.client_ip, event.reason, event.at - COALESCE_SECONDS],
     )
     return cursor.rowcount == 1
@@ -205,7 +206,8 @@ def list_events(db: Database, link_id: int | None = None, limit: int = 500) -> l
     """Oldest first, for one link or (link_id None) the latest of all links."""
     columns = ", ".join(EVENT_COLUMNS)
     if link_id is None:
-        sql = f"SELECT {columns} FROM (SELECT * FROM link_events ORDER BY id DESC LIMIT ?) ORDER BY id"
+        latest = "SELECT * FROM link_events ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT {columns} FROM ({latest}) AS latest ORDER BY id"
         rows = select_rows(db, sql, [limit])
     else:
         sql = f"SELECT {columns} FROM link_events WHERE link_id = ? ORDER BY id LIMIT ?"

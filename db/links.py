@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from sqlite_utils import Database
 
-from db import select_rows
+from db import inserted_id, select_rows
 
 LINK_COLUMNS = (
     "id, storage_id, path, decrypt, created_by, created_at, expires_at,"
@@ -88,12 +88,13 @@ def insert_link(
     max_uses: int,
     mode: str | None = None,
 ) -> Link:
-    cursor = db.execute(
+    link_id = inserted_id(
+        db,
         "INSERT INTO links (token_hash, storage_id, path, decrypt, created_by, created_at,"
-        " expires_at, max_uses, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " expires_at, max_uses, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [token_hash, storage_id, path, int(decrypt), created_by, created_at, expires_at, max_uses, mode],
     )
-    return get_link(db, cursor.lastrowid)
+    return get_link(db, link_id)
 
 
 def get_link(db: Database, link_id: int) -> Link | None:
@@ -137,7 +138,7 @@ def _filter_sql(where: LinkFilter, now: float) -> tuple[list[str], dict]:
     if where.state is not None:
         conditions.append(STATE_CONDITIONS[where.state])
     if where.name:
-        conditions.append("path LIKE :name ESCAPE '\\'")
+        conditions.append("LOWER(path) LIKE LOWER(:name) ESCAPE '\\'")  # as SQLite's LIKE: any case
         params["name"] = _like_pattern(where.name)
     return conditions, params
 
@@ -221,11 +222,11 @@ def delete_dead_links(db: Database, dead_before: float, limit: int) -> int:
     found (a link dead in two ways is found twice).
     """
     found = " UNION ALL ".join(
-        f"SELECT * FROM (SELECT id FROM links WHERE {dead} AND {NO_CLAIM} LIMIT :limit)"
-        for dead in DEAD_SINCE
+        f"SELECT * FROM (SELECT id FROM links WHERE {dead} AND {NO_CLAIM} LIMIT :limit) AS way{number}"
+        for number, dead in enumerate(DEAD_SINCE)
     )
     cursor = db.execute(
-        f"DELETE FROM links WHERE id IN (SELECT DISTINCT id FROM ({found}) LIMIT :limit)",
+        f"DELETE FROM links WHERE id IN (SELECT DISTINCT id FROM ({found}) AS dead LIMIT :limit)",
         {"before": dead_before, "limit": limit},
     )
     return cursor.rowcount

@@ -9,6 +9,7 @@ with a single UPDATE whose rowcount decides, so two workers never send the same 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -143,32 +144,40 @@ def event_data(event: dict) -> dict:
     }
 
 
+def _enabled_targets(db: Database) -> dict[str, frozenset[str]]:
+    """Each enabled target's id and what it asks for: one read of a table of a few rows (the
+    events are a JSON list, read here rather than by either engine's own JSON functions)."""
+    rows = db.execute("SELECT id, events FROM notify_targets WHERE enabled = 1").fetchall()
+    return {target_id: frozenset(json.loads(events)) for target_id, events in rows}
+
+
 def wanted_notices(db: Database) -> frozenset[str]:
-    """What the enabled targets ask for, together: one read of a table of a few rows."""
-    rows = db.execute(
-        "SELECT DISTINCT value FROM notify_targets, json_each(notify_targets.events) WHERE enabled"
-    )
-    return frozenset(row[0] for row in rows.fetchall())
+    """What the enabled targets ask for, together."""
+    return frozenset().union(*_enabled_targets(db).values())
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
 
 
 def queue_notice(db: Database, notice: Notice, link_id: int | None, payload: str, now: float) -> int:
     """Queue `payload` for every enabled target that asks for `notice`, due at once; how many."""
-    cursor = db.execute(
-        "INSERT INTO notifications (message_id, target_id, notice, link_id, payload, created_at, next_at)"
-        " SELECT 'msg_' || lower(hex(randomblob(12))), id, :notice, :link_id, :payload, :now, :now"
-        " FROM notify_targets WHERE enabled"
-        " AND EXISTS (SELECT 1 FROM json_each(notify_targets.events) WHERE value = :notice)",
-        {"notice": str(notice), "link_id": link_id, "payload": payload, "now": now},
-    )
-    return cursor.rowcount
+    targets = [target for target, wanted in _enabled_targets(db).items() if notice in wanted]
+    for target_id in targets:
+        db.execute(
+            "INSERT INTO notifications (message_id, target_id, notice, link_id, payload, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [new_message_id(), target_id, str(notice), link_id, payload, now, now],
+        )
+    return len(targets)
 
 
 def queue_test(db: Database, target_id: str, payload: str, now: float) -> None:
     """A test notification for one target, whatever it asks for and even when it is disabled."""
     db.execute(
         "INSERT INTO notifications (message_id, target_id, notice, payload, created_at, next_at)"
-        " VALUES ('msg_' || lower(hex(randomblob(12))), ?, ?, ?, ?, ?)",
-        [target_id, str(Notice.TEST), payload, now, now],
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [new_message_id(), target_id, str(Notice.TEST), payload, now, now],
     )
 
 
@@ -193,16 +202,21 @@ def next_due(db: Database, now: float) -> bool:
     return bool(row[0])
 
 
+# Due: waiting for its time, or taken by a sender that let its claim lapse.
+DUE = "((state = 'pending' AND next_at <= :now) OR (state = 'sending' AND claimed_until < :now))"
+
+
 def claim_due(db: Database, claimer: str, now: float, until: float) -> Delivery | None:
     """Take the oldest due notification for `claimer` until `until`, or None: one UPDATE, so of
-    two senders asking at once one gets it and the other the next one (or none). In a transaction
-    of its own: an UPDATE ... RETURNING is not committed by itself."""
+    two senders asking at once one gets it and the other the next one (or none). The row is
+    checked again as it is updated: on PostgreSQL a sender that waited for another's update sees
+    the row taken and gets none. In a transaction of its own: an UPDATE ... RETURNING is not
+    committed by itself."""
     with write_transaction(db):
         rows = select_rows(
             db,
             "UPDATE notifications SET state = 'sending', claimed_by = :claimer, claimed_until = :until,"
-            " attempts = attempts + 1 WHERE id = (SELECT id FROM notifications"
-            " WHERE (state = 'pending' AND next_at <= :now) OR (state = 'sending' AND claimed_until < :now)"
+            f" attempts = attempts + 1 WHERE {DUE} AND id = (SELECT id FROM notifications WHERE {DUE}"
             " ORDER BY next_at, id LIMIT 1)"
             f" RETURNING {DELIVERY_COLUMNS}",
             {"claimer": claimer, "now": now, "until": until},

@@ -18,7 +18,7 @@ class ProfileRecord:
     dbackup_id: str | None = None  # the DBackup profile id its sidecars name, for an imported one
 
 
-def _query(db: Database, where: str = "1", params: list | None = None) -> list[ProfileRecord]:
+def _query(db: Database, where: str = "TRUE", params: list | None = None) -> list[ProfileRecord]:
     sql = (
         "SELECT id, name, wrapped_key, created_at, dbackup_id FROM encryption_profiles"
         f" WHERE {where} ORDER BY name"

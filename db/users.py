@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from db import select_rows
+from db import inserted_id, select_rows
 
 
 @dataclass(frozen=True)
@@ -57,30 +57,29 @@ def list_users(db: Database) -> list[UserRecord]:
 
 
 def count_users(db: Database) -> int:
-    return db["users"].count
+    return db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
 
 def insert_user(db: Database, name: str, password_hash: str, role: str, now: float) -> UserRecord:
-    cursor = db.execute(
-        "INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
-        [name, password_hash, role, now],
-    )
-    return get_user(db, cursor.lastrowid)
+    sql = "INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) RETURNING id"
+    return get_user(db, inserted_id(db, sql, [name, password_hash, role, now]))
 
 
 def insert_api_key(
     db: Database, user_id: int, key_hash: str, prefix: str, now: float, expires_at: float | None
 ) -> ApiKeyRecord:
-    cursor = db.execute(
-        "INSERT INTO api_keys (user_id, key_hash, prefix, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    key_id = inserted_id(
+        db,
+        "INSERT INTO api_keys (user_id, key_hash, prefix, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
         [user_id, key_hash, prefix, now, expires_at],
     )
-    return list_api_keys(db, key_id=cursor.lastrowid)[0]
+    return list_api_keys(db, key_id=key_id)[0]
 
 
 def list_api_keys(db: Database, user_id: int | None = None, key_id: int | None = None) -> list[ApiKeyRecord]:
     clauses = [(c, v) for c, v in (("user_id = ?", user_id), ("id = ?", key_id)) if v is not None]
-    where = " AND ".join(c for c, _ in clauses) or "1"
+    where = " AND ".join(c for c, _ in clauses) or "TRUE"
     sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE {where} ORDER BY id"
     return [ApiKeyRecord(**row) for row in select_rows(db, sql, [v for _, v in clauses])]
 

@@ -104,8 +104,8 @@ def write_transaction(db: Database) -> Iterator[Database]:
     when another connection wrote in between; racing claims must wait their turn instead.
     Inside a transaction already open, this is a savepoint of it.
     """
-    if db.conn.in_transaction:
-        with db.atomic():
+    if db.conn.in_transaction or getattr(db, "dialect", "sqlite") == "postgresql":
+        with db.atomic():  # PostgreSQL's row locks order its writers; no queue, no lock taken first
             yield db
         return
     queue = getattr(db, "write_queue", None)
@@ -118,3 +118,16 @@ def write_transaction(db: Database) -> Iterator[Database]:
             if db.conn.in_transaction:
                 db.conn.execute("ROLLBACK")
             raise
+
+
+@contextlib.contextmanager
+def serialized(db: Database, name: str) -> Iterator[Database]:
+    """A write transaction that no other one serialized on `name` overlaps, for a check and a write
+    that must see each other (a count, then an insert that it allows). On SQLite every write
+    transaction is so already (one writer at a time); on PostgreSQL, whose transactions run side by
+    side, it takes an advisory lock on `name` until the transaction ends."""
+    lock = getattr(db, "lock_name", None)
+    with contextlib.nullcontext() if db.conn.in_transaction else write_transaction(db):
+        if lock is not None:
+            lock(name)
+        yield db

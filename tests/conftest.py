@@ -26,8 +26,10 @@ from db.storages import StorageRecord, get_storage, insert_storage
 from encryption.format import encrypt_stream, new_header
 from encryption.keys import profile_names
 from storage.s3 import S3Settings
+from tests.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_MASTER_KEY = "b25jZWxpbmsgdGVzdHMgc2hhcmUgdGhpcyBrZXkhISE="  # 32 bytes, base64: tests only
 PASSWORD = "correct horse battery"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -55,9 +57,40 @@ def backups(tmp_path: Path) -> Path:
     return tmp_path / "backups"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the database the `app` fixture uses: a SQLite file, or a fresh PostgreSQL database",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster for the session, with a migrated template to copy databases from."""
+    server = PostgresServer(free_port()).start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.stop()
+        server.remove()
+
+
 @pytest.fixture
-def app(tmp_path: Path, backups: Path):
-    app = make_app(tmp_path / "instance", backups)
+def database_config(request) -> dict:
+    """The `app` fixture's database: SQLite in its data dir, or (--database=postgresql) a fresh
+    PostgreSQL database and the shared secrets a PostgreSQL install requires."""
+    if request.config.getoption("--database") != "postgresql":
+        return {}
+    url = request.getfixturevalue("postgres").fresh_database()
+    return {"DATABASE_URL": url, "SECRET_KEY": "test secret key", "MASTER_KEY": SHARED_MASTER_KEY}
+
+
+@pytest.fixture
+def app(tmp_path: Path, backups: Path, database_config: dict):
+    app = make_app(tmp_path / "instance", backups, **database_config)
     yield app
     app.extensions["oncelink_purge"].wait()
     app.extensions["oncelink_digests"].close(30)
@@ -161,6 +194,7 @@ class LiveServer:
     port: int = field(default_factory=free_port)
     wrapper: tuple[str, ...] = ()  # a command to run gunicorn under, such as strace
     settings: dict[str, str] = field(default_factory=dict)  # more environment, over env()'s own
+    shared: dict[str, str] = field(default_factory=dict)  # app settings several hosts share (DATABASE_URL...)
     process: subprocess.Popen | None = None
     app: object = None
 
@@ -189,13 +223,18 @@ class LiveServer:
             "WEB_CONCURRENCY": "2",
             "ONCELINK_SEND_TIMEOUT": str(self.send_timeout),
             "ONCELINK_RATELIMIT_ENABLED": "false",  # the race tests send many refused requests
+            **{f"ONCELINK_{name}": value for name, value in self.shared.items()},
             **self.settings,
         }
 
     def start(self) -> LiveServer:
         if self.app is None:
             self.app = make_app(
-                self.data_dir, self.backups, LEASE_SECONDS=self.lease_seconds, PUBLIC_URL=self.url
+                self.data_dir,
+                self.backups,
+                LEASE_SECONDS=self.lease_seconds,
+                PUBLIC_URL=self.url,
+                **self.shared,
             )
         command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env())
@@ -389,13 +428,19 @@ def seal(app, profile_name: str, plain: bytes) -> bytes:
 
 # A test that uses the small tmpfs (small_disk) starts a server on it.
 LIVE_FIXTURES = {"live_server", "start_server", "moto", "start_moto", "seeded_moto", "browser", "small_disk"}
+LIVE_FIXTURES |= {"postgres"}
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that start a server or a browser are `live`: `make test-fast` leaves them out."""
+def pytest_collection_modifyitems(config, items):
+    """Tests that start a server or a browser are `live`: `make test-fast` leaves them out. With
+    --database=postgresql, the tests about SQLite itself are left out."""
     for item in items:
         if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
+    if config.getoption("--database") == "postgresql":
+        about_sqlite = [item for item in items if item.get_closest_marker("sqlite_only")]
+        config.hook.pytest_deselected(items=about_sqlite)
+        items[:] = [item for item in items if not item.get_closest_marker("sqlite_only")]
 
 
 # The remote storage servers (sshd, wsgidav) live in tests/servers.py, which uses the helpers above.

@@ -127,14 +127,18 @@ def interrupted(command: list[str], target: Path, cwd: Path) -> None:
         process.wait()
 
 
-def wget_killed_then_continued(server, url: str, target: Path, expected: bytes) -> None:
-    """A rate-limited wget killed part-way, then `wget -c`: the file ends whole, the link is used
-    once, and the second request started where the first stopped."""
+def wget_killed_then_continued(
+    server, url: str, target: Path, expected: bytes, resume_url: str | None = None
+) -> None:
+    """A rate-limited wget killed part-way, then `wget -c` (of `resume_url`, the same link on
+    another host, where given): the file ends whole, the link is used once, and the second request
+    started where the first stopped."""
     interrupted(["wget", "-q", "--limit-rate=8m", "-O", str(target), url], target, target.parent)
     wait_for(lambda: outcome_events(server, url) == ["aborted"], "the abort to be recorded")
     partial_size = target.stat().st_size
     assert 0 < partial_size < len(expected)
-    subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=target.parent, check=True, timeout=120)
+    resume = ["wget", "-q", "-c", "-O", str(target), resume_url or url]
+    subprocess.run(resume, cwd=target.parent, check=True, timeout=120)
     assert target.read_bytes() == expected
     # wget may exit before the server has recorded the end (remote storages close their file first)
     wait_for(lambda: link_record(server, url)[0].uses == 1, "the use to be counted")
@@ -545,3 +549,22 @@ def repr_digest_of(header: str) -> bytes:
     value, _params = parsed["sha-256"]
     assert isinstance(value, bytes), parsed
     return value
+
+
+def database_text(db) -> str:
+    """Everything the database holds, as text: to show that a secret is nowhere in it."""
+    if getattr(db, "dialect", "sqlite") != "postgresql":
+        return "\n".join(db.conn.iterdump())
+    tables = db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    rows = (db.execute(f'SELECT * FROM "{table}"') for (table,) in tables)  # noqa: S608 (the server's names)
+    return "\n".join(repr(row) for cursor in rows for row in cursor)
+
+
+def cli_environment(app) -> dict[str, str]:
+    """The environment a `flask` command needs to reach the same install as `app`: its data dir
+    and, on PostgreSQL, its database and the secrets every host shares."""
+    env = {**os.environ, "ONCELINK_DATA_DIR": app.config["DATA_DIR"]}
+    for name in ("DATABASE_URL", "SECRET_KEY", "MASTER_KEY"):
+        if app.config.get("DATABASE_URL") and app.config.get(name):
+            env[f"ONCELINK_{name}"] = str(app.config[name])
+    return env

@@ -11,6 +11,7 @@ from core.accounts import create_api_key
 from db import connect
 from db.links import list_links
 from tests.conftest import Auth, make_app
+from tests.helpers import database_text
 from tests.test_storage_local import HOSTILE_PATHS
 
 URL = "/api/storage/local/download-url"
@@ -84,7 +85,7 @@ def test_api_key_works_without_csrf_and_is_stored_hashed(app, client, auth):
     response = client.post(URL, json={"file": "db.sql.gz"}, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
     db = connect(app.config["DATABASE"])
-    assert key not in "\n".join(db.iterdump())
+    assert key not in database_text(db)
     db.close()
 
 

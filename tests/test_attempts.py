@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from core.attempts import FailureLimits, Limit, TooManyAttempts, charge_attempt, refund_attempt
-from db import connect
+from db import connect, select_rows
 
 THREE_A_MINUTE = Limit(3, 60)
 
@@ -94,7 +94,7 @@ def test_expired_attempts_of_every_key_are_purged(db):
     charges(db, "a", [1000, 1001])
     charges(db, "b", [1030])
     charges(db, "c", [1061])
-    assert sorted(row["key"] for row in db.query("SELECT key FROM attempts")) == ["b", "c"]
+    assert sorted(row["key"] for row in select_rows(db, "SELECT key FROM attempts")) == ["b", "c"]
 
 
 def test_racing_connections_admit_exactly_the_limit(app):

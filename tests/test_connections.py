@@ -17,6 +17,8 @@ from core.attempts import FailureLimits
 from tests.conftest import ROOT, Auth, mint
 from tests.helpers import settled
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's own connections, locks and errors
+
 URL = "/api/storage/public-download?token="
 DATA = b"x" * 4096
 
@@ -161,6 +163,7 @@ def test_a_connection_left_inside_a_transaction_is_closed_not_kept(app):
 WRITER = """
 import sys
 from db import connect
+
 database = connect(sys.argv[1])
 database.execute("PRAGMA busy_timeout = 0")
 for n in range(int(sys.argv[2])):

@@ -19,6 +19,7 @@ from app import create_app
 from db import connect
 from db.migrations import migrations
 from encryption.keys import Keyring, ProfileError, ProfileMissing, dbackup_profile_names, list_profiles
+from tests.helpers import cli_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "dbackup" / "expected.json").read_text())
@@ -78,7 +79,7 @@ def test_the_kits_master_key_file_is_read_from_redirected_stdin(app, tmp_path):
     """`flask keys import-dbackup ... < master.key`, as the README says, in a process of its own."""
     master_key = tmp_path / "master.key"
     master_key.write_text(KEY_HEX)  # DBackup writes the digits without a newline
-    env = {**os.environ, "ONCELINK_DATA_DIR": app.config["DATA_DIR"]}
+    env = cli_environment(app)
     command = [sys.executable, "-m", "flask", "--app", "app", "keys", "import-dbackup", "shop"]
     with master_key.open("rb") as stdin:
         done = subprocess.run(
@@ -91,6 +92,7 @@ def test_the_kits_master_key_file_is_read_from_redirected_stdin(app, tmp_path):
     db.close()
 
 
+@pytest.mark.sqlite_only
 def test_the_database_never_holds_the_key_in_clear(app, db):
     keyring_of(app).import_dbackup(db, "vectors", PROFILE_ID, KEY_HEX.upper(), time.time())
     stored = database_bytes(app)

@@ -12,6 +12,7 @@ from db import connect
 from db.events import list_events
 from db.links import list_links
 from tests.conftest import make_app, mint
+from tests.helpers import database_text
 
 DATA = bytes(range(256)) * 400  # 102400 bytes
 URL = "/api/storage/public-download?token="
@@ -84,7 +85,7 @@ def test_missing_and_broken_tokens(client):
 def test_unknown_tokens_are_logged_without_the_token(app, client):
     client.get(URL + "not-a-real-token")
     db = connect(app.config["DATABASE"])
-    assert "not-a-real-token" not in "\n".join(db.iterdump())
+    assert "not-a-real-token" not in database_text(db)
     db.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 from app import create_app
 from db import connect
 from encryption.keys import Keyring, ProfileError, ProfileMissing, load_master_key, parse_kit
+from tests.helpers import cli_environment, database_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "decrypt.py"
@@ -34,8 +35,8 @@ def test_profile_keys_are_stored_wrapped(app, db):
     keyring = app.extensions["oncelink_keyring"]
     profile = keyring.create(db, "main", time.time())
     _, key = keyring.by_name(db, "main")
-    assert key not in "\n".join(db.iterdump()).encode()
-    assert base64.b64encode(key).decode() not in "\n".join(db.iterdump())
+    assert key not in database_text(db).encode()
+    assert base64.b64encode(key).decode() not in database_text(db)
     assert keyring.key_for(db, bytes.fromhex(profile.id)) == key
     with pytest.raises(ProfileError):
         Keyring(os.urandom(32)).by_name(db, "main")  # another master key cannot open it
@@ -64,7 +65,7 @@ def test_kit_round_trip_keeps_the_key_id(app, db, tmp_path, backups):
 
 
 def flask(app, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ONCELINK_DATA_DIR": app.config["DATA_DIR"]}
+    env = cli_environment(app)
     command = [sys.executable, "-m", "flask", "--app", "app", *args]
     return subprocess.run(command, input=stdin, cwd=ROOT, env=env, capture_output=True, timeout=120)
 

@@ -112,6 +112,7 @@ def test_events_without_a_link_go_after_the_retention_and_not_before(db):
     assert [e.event for e in list_events(db, alive.id)] == ["created"]  # a live link keeps its history
 
 
+@pytest.mark.sqlite_only
 def test_each_purge_step_commits_whole_or_not_at_all(db):
     """Steps commit on their own: a failed one keeps every row of its batch, the steps before it
     stay done, and the next purge finishes the work."""
@@ -142,6 +143,7 @@ def database_size(app) -> int:
     return Path(app.config["DATABASE"]).stat().st_size
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("known", [True, False], ids=["link", "unknown-token"])
 def test_500_heads_with_an_8kb_user_agent_barely_grow_the_database(app, client, known):
     token = mint_token(app, "db.sql.gz") if known else "not-a-token-of-ours-" + "a" * 23

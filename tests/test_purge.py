@@ -12,7 +12,7 @@ import pytest
 from core import purging
 from core.accounts import create_api_key
 from core.history import LinkQuery, history_page
-from db import write_transaction
+from db import inserted_id, write_transaction
 from db.events import list_events
 from db.links import FEW, LinkState, list_links
 from db.verdicts import save_tag_verdict, tag_verdict
@@ -119,6 +119,7 @@ def full_scans(plans: list[str]) -> list[str]:
     return [step for step in plans if step.startswith(scans) or "B-TREE FOR ORDER BY" in step]
 
 
+@pytest.mark.sqlite_only
 def test_the_purge_finds_its_rows_through_indexes(db):
     build_install(db)
     plans = query_plans(db, lambda: purging.purge_dead_links(db, RETENTION, NOW, batch_size=500))
@@ -139,6 +140,7 @@ def test_the_purge_forgets_dbackup_tag_verdicts_older_than_the_retention_and_kee
 PAGES = [LinkQuery(), *(LinkQuery(state=state) for state in LinkState), LinkQuery(name="db.sql")]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("query", PAGES, ids=lambda query: query.state or query.name or "all")
 def test_the_links_page_and_api_read_only_the_page_of_links_and_their_events(app, db, query):
     build_install(db)
@@ -164,11 +166,12 @@ def api(app, db, backups) -> dict:
 
 
 def long_dead_link(db) -> int:
-    cursor = db.execute(
-        "INSERT INTO links (token_hash, storage_id, path, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    return inserted_id(
+        db,
+        "INSERT INTO links (token_hash, storage_id, path, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
         ["dead", "local", "db.sql.gz", LONG_AGO, LONG_AGO],
     )
-    return cursor.lastrowid
 
 
 def link_exists(db, link_id: int) -> bool:

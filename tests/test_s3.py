@@ -12,7 +12,7 @@ from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
 from storage.s3 import S3Settings, S3Storage, s3_client
 from tests.conftest import add_s3, mint, seal
-from tests.helpers import every_entry
+from tests.helpers import database_text, every_entry
 from tests.test_storage_local import HOSTILE_PATHS
 
 BUCKET = "s3-tests"
@@ -162,7 +162,7 @@ def test_cli_add_test_and_list_never_show_the_secret(app, runner, bucket, monkey
     tested = runner.invoke(args=["storages", "test", "offsite"])
     assert tested.exit_code == 0 and "is readable under 'db/'" in tested.output
     db = connect(app.config["DATABASE"])
-    assert "very-secret-value" not in "\n".join(db.iterdump())
+    assert "very-secret-value" not in database_text(db)
     db.close()
     runner.invoke(
         args=[

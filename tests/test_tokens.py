@@ -15,6 +15,7 @@ from db.events import Client, list_events, record_link_event
 from db.links import get_link
 from db.migrations import migrations
 from encryption.keys import Keyring
+from tests.helpers import database_text
 
 NOW = time.time()
 
@@ -32,7 +33,7 @@ def mint(db, file, ttl=300, uses=1, now=NOW):
 def test_only_the_hash_is_stored(app, db, file):
     minted = mint(db, file)
     assert len(minted.token) >= 43
-    dump = "\n".join(db.iterdump())
+    dump = database_text(db)
     assert minted.token not in dump
     assert tokens.hash_token(minted.token) in dump
 

@@ -13,6 +13,7 @@ from db.events import list_events
 from db.links import find_link
 from db.storages import get_storage
 from tests.conftest import add_s3, free_port, mint
+from tests.helpers import database_text
 
 SECRET = "s3cr3t-Never-Shown-0123456789"
 HTMX = {"HX-Request": "true"}
@@ -138,7 +139,7 @@ def test_unknown_kind_is_refused(client, auth):
 
 
 def dump(db) -> str:
-    return "\n".join(db.conn.iterdump())
+    return database_text(db)
 
 
 def test_add_s3_storage_keeps_the_secret_sealed_and_unseen(client, auth, db, moto):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from db.notifications import get_target, recent_deliveries
-from tests.helpers import WebhookReceiver, verify_standard_webhook
+from tests.helpers import WebhookReceiver, database_text, verify_standard_webhook
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1vZi10aGUtcmVjZWl2ZXItMzItYnl0ZXM="
 
@@ -32,7 +32,7 @@ def add_form(auth, receiver, **fields) -> dict:
 
 
 def stored_in_clear(db, *texts: str) -> bool:
-    dump = "\n".join(db.conn.iterdump())
+    dump = database_text(db)
     return any(text in dump for text in texts)
 
 

@@ -17,6 +17,8 @@ from core.accounts import create_api_key
 from db.links import list_links
 from tests.conftest import mint
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's own connections, locks and errors
+
 API_URL = "/api/storage/local/download-url"
 PUBLIC_URL = "/api/storage/public-download?token="
 BROWSER = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "Mozilla/5.0 Firefox/128.0"}
