@@ -242,7 +242,9 @@ def test_a_big_folder_pages_by_size_and_back(page, server):
     sign_in(page, server, "viewer")
     page.goto("/browse/local?path=many")
     page.get_by_role("link", name="Sort by Size").click()
+    expect(page).to_have_url(re.compile(r"sort=size$"))  # swapped: the next click is on the new link
     page.get_by_role("link", name="Sort by Size").click()  # again: largest first
+    expect(page).to_have_url(re.compile(r"sort=size&order=desc$"))
     above, below = (page.get_by_role("navigation", name=f"Pages ({where})") for where in ("above", "below"))
     expect(above).to_contain_text("150 entries · page 1 of 2")
     expect(page.locator("tbody tr").nth(1)).to_contain_text("part-149.bin")  # after the parent row
@@ -263,6 +265,7 @@ def test_a_big_folder_pages_by_size_and_back(page, server):
     expect(below).not_to_contain_text("page 1 of")
     expect(above).to_have_count(0)  # one page: the pager above would only repeat the one below
     page.get_by_role("link", name="Sort by Name").click()
+    expect(page).not_to_have_url(re.compile(r"sort=size"))  # swapped before the filter is typed
     (many / "deeper").mkdir()
     (many / "deeper" / "part-found-below.bin").write_bytes(b"x")
     page.get_by_label("Filter by name").fill("found")

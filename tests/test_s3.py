@@ -234,7 +234,8 @@ def test_listing_reads_headers_of_enc_objects_only(app, client, auth, bucket):
 
 
 def test_downloads_make_as_few_requests_as_they_can(app, client, bucket):
-    """Plain: one HEAD and one GET. Decrypted: the final-chunk check is one extra bounded GET."""
+    """Plain: one HEAD and one GET. Decrypted: the final-chunk check is one extra bounded GET, after
+    the look for a DBackup sidecar beside the `.enc` file (a HEAD, and a LIST when it is missing)."""
     bucket.client().put_object(Bucket=BUCKET, Key="enc/big.bin.enc", Body=seal(app, "main", BIG))
     add_s3(app, "counted", bucket.url, BUCKET)
     settings = S3Settings(
@@ -244,7 +245,7 @@ def test_downloads_make_as_few_requests_as_they_can(app, client, bucket):
     s3_client(settings).meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
     for path, expected, requests in [
         ("big.bin", BIG, ["HeadObject", "GetObject"]),
-        ("enc/big.bin.enc", BIG, ["HeadObject", "GetObject", "GetObject"]),
+        ("enc/big.bin.enc", BIG, ["HeadObject", "HeadObject", "ListObjectsV2", "GetObject", "GetObject"]),
     ]:
         token = mint(app, path, storage="counted")
         calls.clear()
