@@ -102,7 +102,8 @@ def configure(app: Flask, config: dict | None) -> None:
     app.config.setdefault("DATABASE", app.config.get("DATABASE_URL") or str(data_dir / "oncelink.sqlite3"))
     if str(app.config.get("PUBLIC_URL") or "").startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
-    if is_postgres(app.config["DATABASE"]):
+    app.config["SEVERAL_HOSTS"] = is_postgres(app.config["DATABASE"])
+    if app.config["SEVERAL_HOSTS"]:
         require_shared_secrets(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(data_dir)
@@ -197,7 +198,10 @@ def create_app(config: dict | None = None) -> Flask:
 def bootstrap_command() -> None:
     """First start: the default local storage and, when there is no user yet, an admin."""
     database = db.get_db()
-    if get_storage(database, "local") is None:
+    if current_app.config["SEVERAL_HOSTS"]:
+        click.echo("Several hosts share this database: add a storage they all reach (S3, SFTP, WebDAV, or")
+        click.echo("a shared mount with `storages add-local ID PATH --shared`); none is made by default.")
+    elif get_storage(database, "local") is None:
         add_local_storage(database, "local", current_app.config["BACKUP_DIR"], "Local backups")
         click.echo(f"Storage 'local' serves {Path(current_app.config['BACKUP_DIR']).resolve()}.")
     if count_users(database) == 0:

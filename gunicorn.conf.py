@@ -90,3 +90,11 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """A worker that ends closes its database connections itself: a PostgreSQL pool left to the
+    garbage collector would try to stop its threads while gevent's hub is already going."""
+    from db import close_pools
+
+    close_pools()

@@ -27,6 +27,7 @@ from core.remote_storages import (
     update_webdav_storage,
 )
 from core.storages import (
+    LocalPlacement,
     StorageConfigError,
     add_local_storage,
     add_s3_storage,
@@ -106,6 +107,11 @@ def data_dir() -> Path:
     return Path(current_app.config["DATA_DIR"])
 
 
+def placement_from(form) -> LocalPlacement:
+    """Where the local folder may be: outside the data dir, and on a shared mount for several hosts."""
+    return LocalPlacement(data_dir(), current_app.config["SEVERAL_HOSTS"], form.get("shared") == "1")
+
+
 def index_context(form: StorageForm | None = None, checks: dict | None = None) -> dict:
     forms = {kind: StorageForm(kind) for kind in KINDS}
     if form is not None:
@@ -131,7 +137,7 @@ def create():
     storage_id, name = form.get("storage_id", "").strip(), form.get("name", "")
     try:
         if kind == "local":
-            add_local_storage(get_db(), storage_id, form.get("path", ""), name, protected=data_dir())
+            add_local_storage(get_db(), storage_id, form.get("path", ""), name, placement_from(form))
         elif kind == "sftp":
             add_sftp_storage(get_db(), keyring(), storage_id, sftp_settings_from(form, request.files), name)
         elif kind == "webdav":
@@ -164,7 +170,8 @@ def update(storage_id: str):
     record, form = existing(storage_id), request.form
     try:
         if record.kind == "local":
-            update_local_storage(get_db(), storage_id, form.get("path", ""), form.get("name"), data_dir())
+            path, name = form.get("path", ""), form.get("name")
+            update_local_storage(get_db(), storage_id, path, name, placement_from(form))
         elif record.kind == "sftp":
             settings = sftp_settings_from(form, request.files)
             update_sftp_storage(get_db(), keyring(), storage_id, settings, form.get("name"))

@@ -6,7 +6,7 @@ import os
 import time
 
 import click
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
 from blueprints.guards import api_permission
@@ -21,6 +21,7 @@ from core.remote_storages import (
     trust_host_key,
 )
 from core.storages import (
+    LocalPlacement,
     StorageConfigError,
     add_local_storage,
     add_s3_storage,
@@ -107,10 +108,12 @@ def backup_json(sidecar: Sidecar) -> dict:
 @click.argument("storage_id", metavar="ID")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--name", help="Display name (default: the id).")
-def add_local_command(storage_id: str, path: str, name: str | None) -> None:
+@click.option("--shared", is_flag=True, help="Every host sees this folder at this path (a shared mount).")
+def add_local_command(storage_id: str, path: str, name: str | None, shared: bool) -> None:
     """Add a folder on this machine as storage ID."""
+    placement = LocalPlacement(several_hosts=current_app.config["SEVERAL_HOSTS"], shared=shared)
     try:
-        record = add_local_storage(get_db(), storage_id, path, name)
+        record = add_local_storage(get_db(), storage_id, path, name, placement)
     except StorageConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Storage {record.id!r} serves {record.config['path']}.")

@@ -60,10 +60,30 @@ def _existing(db: Database, storage_id: str, kind: str) -> StorageRecord:
     return record
 
 
-def _local_config(path: str, protected: Path | None) -> dict:
-    """The folder, resolved and created when missing; never one that holds or sits in `protected`."""
+SHARED_MOUNT_REQUIRED = (
+    "Several hosts share this install's database (PostgreSQL), and a link minted on one may be served"
+    " or resumed by another: a local folder can be a storage only if every host sees it at this path,"
+    " as a shared mount (NFS, CIFS...). Mark it shared, or use S3, SFTP or WebDAV."
+)
+
+
+@dataclass(frozen=True)
+class LocalPlacement:
+    """Where a local folder may be: never holding or inside `protected` (the data dir); and where
+    several hosts share the install, only on a mount they all see (`shared`, the admin's word)."""
+
+    protected: Path | None = None
+    several_hosts: bool = False
+    shared: bool = False
+
+
+def _local_config(path: str, placement: LocalPlacement) -> dict:
+    """The folder, resolved and created when missing; never one that holds or sits in the data dir."""
     if not path.strip():
         raise StorageConfigError("A folder path is required.")
+    if placement.several_hosts and not placement.shared:
+        raise StorageConfigError(SHARED_MOUNT_REQUIRED)
+    protected = placement.protected
     root = Path(path).expanduser().resolve()
     if protected is not None:
         guarded = protected.resolve()
@@ -75,28 +95,36 @@ def _local_config(path: str, protected: Path | None) -> dict:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageConfigError(f"Cannot create the folder {root}: {exc.strerror}.") from exc
-    return {"path": str(root)}
+    return {"path": str(root), "shared": True} if placement.shared else {"path": str(root)}
 
 
 def add_local_storage(
-    db: Database, storage_id: str, path: str, name: str | None = None, protected: Path | None = None
+    db: Database,
+    storage_id: str,
+    path: str,
+    name: str | None = None,
+    placement: LocalPlacement = LocalPlacement(),
 ) -> StorageRecord:
-    """Register a folder; it is created when missing. `protected` (the data dir) may not be served."""
+    """Register a folder; it is created when missing."""
     _check_new_id(db, storage_id)
     record = StorageRecord(
-        storage_id, _display_name(name, storage_id), "local", _local_config(path, protected)
+        storage_id, _display_name(name, storage_id), "local", _local_config(path, placement)
     )
     insert_storage(db, record)
     return record
 
 
 def update_local_storage(
-    db: Database, storage_id: str, path: str, name: str | None = None, protected: Path | None = None
+    db: Database,
+    storage_id: str,
+    path: str,
+    name: str | None = None,
+    placement: LocalPlacement = LocalPlacement(),
 ) -> StorageRecord:
     """Point a local storage elsewhere or rename it; its id and links stay."""
     _existing(db, storage_id, "local")
     record = StorageRecord(
-        storage_id, _display_name(name, storage_id), "local", _local_config(path, protected)
+        storage_id, _display_name(name, storage_id), "local", _local_config(path, placement)
     )
     update_storage(db, record)
     return record

@@ -46,8 +46,9 @@ def make_app(data_dir: Path, backups: Path, **config):
     backups.mkdir(parents=True, exist_ok=True)
     with app.app_context():
         db = connect(app.config["DATABASE"])
-        if get_storage(db, "local") is None:
-            insert_storage(db, StorageRecord("local", "Local", "local", {"path": str(backups)}))
+        if get_storage(db, "local") is None:  # several hosts on one machine: their shared mount
+            shared = {"shared": True} if app.config["SEVERAL_HOSTS"] else {}
+            insert_storage(db, StorageRecord("local", "Local", "local", {"path": str(backups), **shared}))
         db.close()
     return app
 
@@ -195,6 +196,7 @@ class LiveServer:
     wrapper: tuple[str, ...] = ()  # a command to run gunicorn under, such as strace
     settings: dict[str, str] = field(default_factory=dict)  # more environment, over env()'s own
     shared: dict[str, str] = field(default_factory=dict)  # app settings several hosts share (DATABASE_URL...)
+    own_group: bool = False  # a process group of its own, to be killed whole as a host dies
     process: subprocess.Popen | None = None
     app: object = None
 
@@ -237,7 +239,7 @@ class LiveServer:
                 **self.shared,
             )
         command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env())
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), start_new_session=self.own_group)
         wait_until_listening(self.process, self.port, "gunicorn")
         return self
 

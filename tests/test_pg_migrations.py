@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from app import MissingSetting, create_app
 from db import connect, migrate
 from db.pg_migrations import MIGRATIONS, applied_versions, apply_pending
-from tests.conftest import SHARED_MASTER_KEY
 
 ALL = sorted(step.version for step in MIGRATIONS)
 
@@ -86,11 +82,3 @@ def test_each_earlier_version_is_brought_up_to_date(postgres):
 def test_postgresql_has_the_tables_and_columns_sqlite_has(postgres, tmp_path):
     """A migration added to one engine and not the other shows here."""
     assert columns_of_postgres(postgres.fresh_database()) == columns_of_sqlite(str(tmp_path / "o.sqlite3"))
-
-
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "MASTER_KEY"])
-def test_a_host_refuses_to_start_on_postgresql_without_the_shared_secrets(postgres, tmp_path, missing):
-    config = {"DATABASE_URL": postgres.fresh_database(), "SECRET_KEY": "s", "MASTER_KEY": SHARED_MASTER_KEY}
-    del config[missing]
-    with pytest.raises(MissingSetting, match=f"ONCELINK_{missing} must be set"):
-        create_app({"TESTING": True, "DATA_DIR": str(tmp_path), **config})

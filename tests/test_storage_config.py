@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.storages import (
+    LocalPlacement,
     StorageConfigError,
     add_local_storage,
     add_s3_storage,
@@ -31,7 +32,7 @@ def test_an_invalid_id_creates_no_folder(db, tmp_path):
 @pytest.mark.parametrize("where", ["instance", "instance/sub", "."])
 def test_the_data_dir_is_never_served(app, db, tmp_path, where):
     with pytest.raises(StorageConfigError, match="overlaps the data folder"):
-        add_local_storage(db, "nas", str(tmp_path / where), protected=tmp_path / "instance")
+        add_local_storage(db, "nas", str(tmp_path / where), placement=LocalPlacement(tmp_path / "instance"))
     assert get_storage(db, "nas") is None
 
 

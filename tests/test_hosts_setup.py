@@ -1,0 +1,55 @@
+"""Setting up several hosts on PostgreSQL: what a host refuses to start without, and the storages
+it accepts (a local folder only as a shared mount)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import MissingSetting, create_app
+from tests.conftest import SHARED_MASTER_KEY, Auth, make_app
+
+SHARED_ONLY = "a local folder can be a storage only if every host sees it at this path"
+
+
+@pytest.fixture
+def host(postgres, tmp_path):
+    config = {"DATABASE_URL": postgres.fresh_database(), "SECRET_KEY": "s", "MASTER_KEY": SHARED_MASTER_KEY}
+    return make_app(tmp_path / "instance", tmp_path / "backups", **config)
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "MASTER_KEY"])
+def test_a_host_refuses_to_start_on_postgresql_without_the_shared_secrets(postgres, tmp_path, missing):
+    config = {"DATABASE_URL": postgres.fresh_database(), "SECRET_KEY": "s", "MASTER_KEY": SHARED_MASTER_KEY}
+    del config[missing]
+    with pytest.raises(MissingSetting, match=f"ONCELINK_{missing} must be set"):
+        create_app({"TESTING": True, "DATA_DIR": str(tmp_path), **config})
+
+
+def test_the_command_line_adds_a_local_folder_only_as_a_shared_mount(host, tmp_path):
+    runner = host.test_cli_runner()
+    refused = runner.invoke(args=["storages", "add-local", "nas", str(tmp_path / "nas")])
+    assert refused.exit_code != 0 and SHARED_ONLY in refused.output
+    added = runner.invoke(args=["storages", "add-local", "nas", str(tmp_path / "nas"), "--shared"])
+    assert added.exit_code == 0, added.output
+    assert "nas" in runner.invoke(args=["storages", "list"]).output
+
+
+def test_the_admin_form_asks_for_the_shared_mount_and_refuses_a_folder_without_it(host, tmp_path):
+    client = host.test_client()
+    auth = Auth(host, client)
+    auth.login("admin")
+    assert "Shared mount: every host sees this folder" in client.get("/admin/storages").text
+    form = {
+        "kind": "local",
+        "storage_id": "nas",
+        "path": str(tmp_path / "nas"),
+        "csrf_token": auth.csrf_token,
+    }
+    refused = client.post("/admin/storages", data=form)
+    assert refused.status_code == 400 and SHARED_ONLY in refused.text
+    assert client.post("/admin/storages", data={**form, "shared": "1"}).status_code in (200, 303)
+
+
+def test_bootstrap_makes_no_local_storage_for_several_hosts(host):
+    output = host.test_cli_runner().invoke(args=["bootstrap"]).output
+    assert "none is made by default" in output and "Storage 'local'" not in output
