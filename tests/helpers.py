@@ -568,3 +568,14 @@ def cli_environment(app) -> dict[str, str]:
         if app.config.get("DATABASE_URL") and app.config.get(name):
             env[f"ONCELINK_{name}"] = str(app.config[name])
     return env
+
+
+def claims_lapsed(server, url: str) -> bool:
+    """Every claim the link holds has a lease in the past (nobody renews a frozen worker's)."""
+    link = link_record(server, url)[0]
+    db = connect(server.app.config["DATABASE"])
+    try:
+        leases = [row[0] for row in db.execute("SELECT lease_until FROM claims WHERE link_id = ?", [link.id])]
+    finally:
+        db.close()
+    return bool(leases) and max(leases) < time.time()

@@ -16,6 +16,7 @@ from db import connect
 from tests.helpers import (
     MIB,
     RawDownload,
+    claims_lapsed,
     curl,
     link_record,
     make_file,
@@ -28,17 +29,6 @@ from tests.helpers import (
 
 def events_of(server, url: str) -> list[tuple[str, str | None]]:
     return [(event.event, event.reason) for event in link_record(server, url)[1]]
-
-
-def claims_lapsed(server, url: str) -> bool:
-    """Every claim the link holds has a lease in the past (nobody renews a frozen worker's)."""
-    link = link_record(server, url)[0]
-    db = connect(server.app.config["DATABASE"])
-    try:
-        leases = [row[0] for row in db.execute("SELECT lease_until FROM claims WHERE link_id = ?", [link.id])]
-    finally:
-        db.close()
-    return bool(leases) and max(leases) < time.time()
 
 
 def resume_with_curl(url: str, partial: bytes, target) -> str:

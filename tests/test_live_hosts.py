@@ -18,8 +18,10 @@ from tests.conftest import PASSWORD, SHARED_MASTER_KEY, Auth, LiveServer, csrf_t
 from tests.helpers import (
     MIB,
     RawDownload,
+    claims_lapsed,
     curl,
     link_record,
+    serving_worker,
     status_of,
     token_of,
     wait_for,
@@ -239,3 +241,25 @@ def test_wrong_passwords_count_against_the_limit_on_every_host(pair):
     assert {sign_in(host, "wrong") for _ in range(5) for host in (a, b)} == {401}
     assert sign_in(b, PASSWORD) == 429  # the eleventh, on either host: refused, the right password too
     assert sign_in(a, PASSWORD) == 429
+
+
+def test_a_worker_frozen_on_one_host_is_fenced_when_the_other_serves_the_link(pair, tmp_path):
+    """The frozen worker's claim lapses, host B serves the link whole, and host A's worker, woken,
+    never delivers a second copy: the fence is the same shared claim row on both hosts."""
+    a, b = pair()
+    data = big_file(a, 20 * MIB)
+    url = a.link("big.bin")
+    first = RawDownload(url)
+    first.read(MIB, rate=4 * MIB)
+    worker = serving_worker(a.worker_pids(), a.port, first.port)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        wait_for(lambda: claims_lapsed(a, url), "the frozen worker's claim to lapse")
+        assert status_of(on(b, url), tmp_path / "second") == 200
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert (tmp_path / "second").read_bytes() == data
+    received = first.read_to_end()
+    assert len(received) < len(data) and data.startswith(received)
+    wait_for(lambda: "lost" in [e.event for e in link_record(a, url)[1]], "the frozen transfer to stop")
+    assert link_record(b, url)[0].uses == 1 and status_of(url) == 410
