@@ -75,7 +75,8 @@ def test_apikeys_create_prints_only_the_key(app, runner):
 
 
 def test_storages_add_local_and_list(app, runner, tmp_path):
-    result = runner.invoke(args=["storages", "add-local", "nas", str(tmp_path / "nas")])
+    shared = ["--shared"] if app.config["SEVERAL_HOSTS"] else []  # several hosts: a shared mount only
+    result = runner.invoke(args=["storages", "add-local", "nas", str(tmp_path / "nas"), *shared])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "nas").is_dir()
     assert "nas\tlocal" in runner.invoke(args=["storages", "list"]).output
@@ -83,15 +84,15 @@ def test_storages_add_local_and_list(app, runner, tmp_path):
     assert runner.invoke(args=["storages", "add-local", "Bad Id!", str(tmp_path)]).exit_code != 0
 
 
-def test_storages_remove_asks_first_and_revokes_the_links(app, runner, backups):
+def test_storages_remove_asks_first_and_revokes_the_links(app, db, runner, backups):
     (backups / "db.sql.gz").write_bytes(b"dump")
     runner.invoke(args=["links", "create", "local", "db.sql.gz"])
     kept = runner.invoke(args=["storages", "remove", "local"], input="n\n")
     assert kept.exit_code == 1 and "revoke its 1 working link(s)? [y/N]" in kept.output
-    assert [record.id for record in list_storages(database(app))] == ["local"]
+    assert [record.id for record in list_storages(db)] == ["local"]
     removed = runner.invoke(args=["storages", "remove", "local"], input="y\n")
     assert removed.exit_code == 0 and "Storage 'local' removed; 1 working link(s) revoked." in removed.output
-    assert list_storages(database(app)) == [] and (backups / "db.sql.gz").exists()
+    assert list_storages(db) == [] and (backups / "db.sql.gz").exists()
     assert "\trevoked\t" in runner.invoke(args=["links", "list"]).output
     again = runner.invoke(args=["storages", "remove", "local", "--yes"])
     assert again.exit_code == 1 and "No storage 'local'." in again.output
