@@ -7,6 +7,7 @@ Issue 16 sets no goal here: the figures are reported as they are, as ratios of t
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import os
 import secrets
@@ -233,11 +234,7 @@ def download_histogram(host: Host) -> Histogram:
 
 
 def all_hosts_histogram(hosts: list[Host]) -> Histogram:
-    readings = [download_histogram(host) for host in hosts]
-    summed = readings[0]
-    for reading in readings[1:]:
-        summed = summed.combined(reading)
-    return summed
+    return functools.reduce(Histogram.combined, [download_histogram(host) for host in hosts])
 
 
 def shifted(items: list[Item]) -> list[Item]:
@@ -250,7 +247,7 @@ def links_of(made: list[tuple[float, str]]) -> list[str]:
     return [link for _, link in made]
 
 
-def seconds(used: list[CpuTime]) -> float:
+def cpu_seconds(used: list[CpuTime]) -> float:
     return sum(cpu.user + cpu.system for cpu in used)
 
 
@@ -263,7 +260,7 @@ def timed(servers: Servers, work: Callable[..., list], calls: list[tuple]) -> tu
         database = [stack.enter_context(workers_cpu(parent)) for parent in parents]
         wall, results = in_parallel(work, calls)
     count = sum(len(result) for result in results)
-    return Phase(wall, count, seconds(app), seconds(database)), results
+    return Phase(wall, count, cpu_seconds(app), cpu_seconds(database)), results
 
 
 def measure_on(servers: Servers) -> Figures:
