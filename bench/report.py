@@ -82,6 +82,8 @@ def machine_facts() -> list[tuple[str, str]]:
         ("moto", version("moto")),
         ("nginx", command_version(["nginx", "-v"], r"nginx/(\S+)")),
         ("curl", command_version(["curl", "--version"], r"curl (\S+)")),
+        ("PostgreSQL (psql)", command_version(["psql", "--version"], r"\(PostgreSQL\) (\S+)")),
+        ("psycopg", version("psycopg")),
         ("Load average at the end (1, 5, 15 min)", ", ".join(f"{load:.2f}" for load in os.getloadavg())),
     ]
 
@@ -115,7 +117,9 @@ the same for an S3 prefix; the reference there is nginx's JSON listing of the sa
 thousand slow downloads (200 KB/s each) all progress at once while the explorer and the mint API
 keep their p95 under 300 ms, against nginx serving the same crowd. With a year of links kept
 (1,000,000 links, 5,000,000 events), 8 API clients mint at least 150 links/s with a p99 under 100
-ms, and a 4 KiB single-use download takes at most twice as long as the sign-in page.
+ms, and a 4 KiB single-use download takes at most twice as long as the sign-in page. Several
+hosts have no goal: one host on SQLite is set against two hosts sharing one PostgreSQL database
+(a cluster the bench starts on loopback) and one backups folder, and the figures are their ratios.
 
 The clients and the servers share the machine's CPUs, as may other work on it (the load
 average below tells): the spread between runs can be wide, so compare the medians and the

@@ -1,7 +1,7 @@
 """`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
 
 Each measurement is a function from the running `Bench` to a report `Section`; a new
-benchmark is one more function in MEASUREMENTS (as S3 storages and listings were).
+benchmark is one more function in MEASUREMENTS (as S3 storages, listings and several hosts were).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from dbackup_downloads import measure_dbackup
 from decrypted_downloads import measure_decrypted
 from harness import REPO, BenchError, MiB, Workspace, free_port
+from hosts import measure_hosts
 from links_year import measure_minting
 from listings import measure_listings
 from raw_downloads import measure_throughput, measure_workers
@@ -40,6 +41,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_crowd,
     measure_listings,
     measure_minting,
+    measure_hosts,
 ]
 
 
