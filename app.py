@@ -154,7 +154,7 @@ def create_app(config: dict | None = None) -> Flask:
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    db.init_app(app)
+    db.init_app(app, exempt=frozenset({"monitoring"}))  # /healthz answers while migrations wait
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"

@@ -17,9 +17,9 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from blueprints.formats import iso
 from core import metrics
 from core.health import Health, health_probes
-from core.offloading import off_the_hub
-from db import get_db
-from db.storages import list_storages
+from core.offloading import Started, off_the_hub
+from db import DatabaseError, connect
+from db.storages import StorageRecord, list_storages
 from extensions import health_monitor, keyring
 
 bp = Blueprint("monitoring", __name__)
@@ -42,7 +42,26 @@ def sent_metrics_token() -> bool:
 def _probes() -> dict:
     config = current_app.config
     settings = health_monitor().settings
-    return health_probes(config["DATABASE"], config["DATA_DIR"], list_storages(get_db()), keyring(), settings)
+    storages = storages_to_check(config["DATABASE"], settings.timeout / 2)
+    return health_probes(config["DATABASE"], config["DATA_DIR"], storages, keyring(), settings)
+
+
+def storages_to_check(target: str, timeout: float) -> list[StorageRecord]:
+    """The storages, read on a connection of their own within `timeout`: with the database gone
+    (a PostgreSQL server down, whose pool would keep a request waiting), none are checked, and the
+    database's own probe says what fails."""
+    try:
+        return Started(functools.partial(_read_storages, target)).result(timeout)
+    except (TimeoutError, *DatabaseError):
+        return []
+
+
+def _read_storages(target: str) -> list[StorageRecord]:
+    db = connect(target)
+    try:
+        return list_storages(db)
+    finally:
+        db.close()
 
 
 def health_document(health: Health, detailed: bool) -> dict:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlite_utils import Database
 
 from db import postgres
@@ -248,19 +248,20 @@ def close_db(exc: BaseException | None = None) -> None:
 
 class PendingMigrations:
     """Migrations that could not run at start, tried again before each request until they have:
-    until then every request answers 503, and none meets a schema older than the code."""
+    until then every request answers 503, and none meets a schema older than the code. Requests to
+    the `exempt` blueprints pass all the same (/healthz says what fails, in its own words)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, exempt: frozenset[str] = frozenset()):
+        self.path, self.exempt = path, exempt
         self.done = False
 
     def __call__(self) -> None:
-        if not self.done:
+        if not self.done and request.blueprint not in self.exempt:
             migrate(self.path)
             self.done = True
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, exempt: frozenset[str] = frozenset()) -> None:
     pool_for(app.config["DATABASE"], int(app.config["DATABASE_CONNECTIONS"]))
     app.teardown_appcontext(close_db)
     try:
@@ -271,4 +272,4 @@ def init_app(app: Flask) -> None:
         # gunicorn stops the whole server when a worker fails to boot; one it restarts while the
         # disk is full must boot, answer 503, and recover when space returns.
         log.warning("Database cannot be written at start, migrations wait for a request: %s", exc)
-        app.before_request(PendingMigrations(app.config["DATABASE"]))
+        app.before_request(PendingMigrations(app.config["DATABASE"], exempt))

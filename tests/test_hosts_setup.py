@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from app import MissingSetting, create_app
-from tests.conftest import SHARED_MASTER_KEY, Auth, make_app
+from db import close_pool
+from tests.conftest import SHARED_MASTER_KEY, Auth, free_port, make_app
 
 SHARED_ONLY = "a local folder can be a storage only if every host sees it at this path"
 
@@ -53,3 +54,18 @@ def test_the_admin_form_asks_for_the_shared_mount_and_refuses_a_folder_without_i
 def test_bootstrap_makes_no_local_storage_for_several_hosts(host):
     output = host.test_cli_runner().invoke(args=["bootstrap"]).output
     assert "none is made by default" in output and "Storage 'local'" not in output
+
+
+def test_a_host_started_while_postgresql_is_unreachable_answers_503_and_healthz_says_why(tmp_path):
+    """Nothing listens on the URL's port: the host still starts (gunicorn would stop the server if a
+    worker failed to boot), its pages answer 503, and /healthz answers in its own JSON."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/oncelink"
+    config = {"DATABASE_URL": url, "SECRET_KEY": "s", "MASTER_KEY": SHARED_MASTER_KEY, "HEALTH_TIMEOUT": 4}
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), **config})
+    try:
+        client = app.test_client()
+        assert client.get("/login").status_code == 503
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.get_json()["failing"] == ["database"]
+    finally:
+        close_pool(url)

@@ -214,6 +214,9 @@ def test_postgresql_down_answers_503_consumes_nothing_and_recovers(pair, own_pos
     client.read(MIB)
     own_postgres.stop("immediate")
     assert status_of(on(b, waiting), tmp_path / "refused") == 503  # not a 500, and nothing used
+    health = curl("-s", "-w", "\n%{http_code}", f"{a.url}/healthz").stdout.rsplit("\n", 1)
+    assert health[1] == "503" and health[0].startswith("{"), health[0][:2000]
+    assert json.loads(health[0])["failing"] == ["database"]  # its JSON, not a page
     received = client.read_to_end(rate=2 * MIB)  # its lease cannot be renewed: it stops, the link kept
     assert client.ended == "reset" and len(received) < len(data)
     own_postgres.start()
