@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,15 @@ import requests
 
 from core.accounts import create_api_key, create_user
 from db import connect
-from tests.conftest import PASSWORD, SHARED_MASTER_KEY, Auth, LiveServer, csrf_token_from, free_port
+from tests.conftest import (
+    PASSWORD,
+    SHARED_MASTER_KEY,
+    Auth,
+    LiveServer,
+    add_s3,
+    csrf_token_from,
+    free_port,
+)
 from tests.helpers import (
     MIB,
     RawDownload,
@@ -77,6 +86,23 @@ def test_fifty_clients_racing_across_both_hosts_get_exactly_uses_downloads(hosts
     wait_for(lambda: link_record(a, url)[0].uses == uses, "every use to be counted")
 
 
+@pytest.fixture(scope="module")
+def bucket(hosts, moto):
+    """One moto S3 bucket both hosts read, registered once in their shared database."""
+    client = moto.client()
+    client.create_bucket(Bucket="hosts")
+    client.put_object(Bucket="hosts", Key="nightly/db.sql.gz", Body=DATA)
+    add_s3(hosts[0].app, "offsite", moto.url, "hosts", prefix="nightly")
+    return client
+
+
+def test_bytes_from_s3_minted_on_one_host_are_resumed_on_the_other(hosts, bucket, tmp_path):
+    a, b = hosts
+    url = a.link("db.sql.gz", storage="offsite")
+    wget_killed_then_continued(a, url, tmp_path / "db.sql.gz", DATA, resume_url=on(b, url))
+    assert status_of(on(b, url)) == 410 and status_of(url) == 410
+
+
 def test_a_download_interrupted_on_one_host_is_resumed_on_the_other(hosts, tmp_path):
     a, b = hosts
     url = a.link("db.sql.gz")
@@ -112,9 +138,11 @@ def big_file(server: LiveServer, size: int = 16 * MIB) -> bytes:
     return data
 
 
-def resumed_with_curl(url: str, target) -> bool:
-    """`curl -C -` of the rest into `target`: True once the link served it (a busy one is a 409)."""
-    return curl("-sf", "-C", "-", "-o", str(target), url).returncode == 0
+def resumed_with_wget(url: str, target) -> bool:
+    """`wget -c` of the rest into `target`: True once the link served it (a busy one is a 409,
+    which leaves the file as it was)."""
+    done = subprocess.run(["wget", "-q", "-c", "-O", str(target), url], cwd=target.parent, timeout=120)
+    return done.returncode == 0
 
 
 def test_a_host_killed_mid_transfer_costs_the_link_nothing_and_the_other_resumes_it(pair, tmp_path):
@@ -128,7 +156,7 @@ def test_a_host_killed_mid_transfer_costs_the_link_nothing_and_the_other_resumes
     client.sock.close()
     target = tmp_path / "big.bin"
     target.write_bytes(bytes(client.body))
-    wait_for(lambda: resumed_with_curl(on(b, url), target), "B to serve the rest once the lease lapsed")
+    wait_for(lambda: resumed_with_wget(on(b, url), target), "B to serve the rest once the lease lapsed")
     assert target.read_bytes() == data
     wait_for(lambda: link_record(b, url)[0].uses == 1, "the one use to be counted")
     assert status_of(on(b, url)) == 410
@@ -225,7 +253,7 @@ def test_postgresql_down_answers_503_consumes_nothing_and_recovers(pair, own_pos
     assert set(statuses) <= {200, 503} and (tmp_path / "waiting").read_bytes() == data
     target = tmp_path / "running"
     target.write_bytes(received)
-    wait_for(lambda: resumed_with_curl(on(a, running), target), "the interrupted link to be served again")
+    wait_for(lambda: resumed_with_wget(on(a, running), target), "the interrupted link to be served again")
     assert target.read_bytes() == data
     wait_for(lambda: link_record(a, running)[0].uses == 1, "its one use to be counted")
     assert link_record(a, waiting)[0].uses == 1

@@ -26,7 +26,9 @@ def new_bucket(moto) -> str:
 
 
 def local_form(auth, **fields) -> dict:
-    return {"kind": "local", "csrf_token": auth.csrf_token, **fields}
+    """The local storage form; where several hosts share the database, marked a shared mount."""
+    shared = {"shared": "1"} if auth.app.config["SEVERAL_HOSTS"] else {}
+    return {"kind": "local", "csrf_token": auth.csrf_token, **shared, **fields}
 
 
 def s3_form(auth, **fields) -> dict:
@@ -99,7 +101,7 @@ def test_add_a_local_storage(client, auth, db, tmp_path):
     form = local_form(auth, storage_id="nas", name="The NAS", path=str(tmp_path / "nas"))
     answer = client.post("/admin/storages", data=form)
     assert answer.status_code == 303 and answer.headers["Location"] == "/admin/storages"
-    assert get_storage(db, "nas").config == {"path": str(tmp_path / "nas")}
+    assert get_storage(db, "nas").config["path"] == str(tmp_path / "nas")
     listing = client.get("/admin/storages").text
     assert "Storage nas added." in listing and "The NAS" in listing
     htmx = client.post(
