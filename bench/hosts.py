@@ -324,8 +324,11 @@ def postgres_settings(url: str) -> dict[str, str]:
 @contextmanager
 def serving(hosts: list[Host], postmaster: int | None = None) -> Iterator[Servers]:
     """Every host serving, after the first was bootstrapped (they share the rest)."""
-    hosts[0].bootstrap()
-    key = hosts[0].flask("apikeys", "create", "--user", "admin").strip()
+    first = hosts[0]
+    first.bootstrap()
+    if postmaster is not None:  # several hosts: bootstrap makes no storage; add the folder they share
+        first.flask("storages", "add-local", "local", first.settings["ONCELINK_BACKUP_DIR"], "--shared")
+    key = first.flask("apikeys", "create", "--user", "admin").strip()
     with ExitStack() as stack:
         masters = [stack.enter_context(host.serving()).pid for host in hosts]
         yield Servers(hosts, key, masters, postmaster)
