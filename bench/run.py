@@ -1,5 +1,8 @@
 """`make bench`: measure Oncelink on loopback, rewrite docs/benchmarks.md and print its tables.
 
+`bench/run.py listings minting` runs only the measurements named (as in MEASUREMENTS, without
+`measure_`) and prints their tables, leaving docs/benchmarks.md as it is.
+
 Each measurement is a function from the running `Bench` to a report `Section`; a new
 benchmark is one more function in MEASUREMENTS (as S3 storages, listings and several hosts were).
 """
@@ -69,31 +72,41 @@ def running_bench(workspace: Workspace) -> Iterator[Bench]:
         yield Bench(oncelink, nginx, gunicorn.pid, files)
 
 
-def measure_all() -> tuple[list[Section], float]:
-    """Run every measurement; the large files (encrypted copies too) are deleted afterwards, the logs kept."""
+def chosen(names: list[str]) -> list[Callable[[Bench], Section]]:
+    """The measurements named, all of them without names."""
+    known = {measure.__name__.removeprefix("measure_"): measure for measure in MEASUREMENTS}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise BenchError(f"no measurement named {', '.join(unknown)} (known: {', '.join(known)})")
+    return [known[name] for name in names] if names else MEASUREMENTS
+
+
+def measure_all(measurements: list[Callable[[Bench], Section]]) -> tuple[list[Section], float]:
+    """Run the measurements; the large files (encrypted copies too) are deleted afterwards, the logs kept."""
     started = time.monotonic()
     workspace = Workspace.fresh(WORK)
     try:
         with running_bench(workspace) as bench:
-            sections = [measure(bench) for measure in MEASUREMENTS]
+            sections = [measure(bench) for measure in measurements]
     finally:
         workspace.remove_backups()
     return sections, time.monotonic() - started
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
     stop_on_signals()
     try:
-        sections, seconds = measure_all()
+        sections, seconds = measure_all(chosen(names))
     except (BenchError, Interrupted) as exc:
         print(f"bench failed: {exc}\n(logs in {WORK / 'logs'})", file=sys.stderr)
         return 1
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    DOC.write_text(render_document(sections, machine_facts(), when, seconds))
     print("\n\n".join(render_section(section) for section in sections))
-    print(f"\nWritten to {DOC}.")
+    if not names:
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        DOC.write_text(render_document(sections, machine_facts(), when, seconds))
+        print(f"\nWritten to {DOC}.")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

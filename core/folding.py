@@ -25,8 +25,15 @@ class Folded:
     sidecars: frozenset[str]  # the paths of the backups that have one
 
 
-def _path(folder: str, name: str) -> str:
+def path_of(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
+
+
+def fold_partners(names: set[str]) -> set[str]:
+    """`names`, and the names whose rows a change to them may fold or unfold: a sidecar's backup
+    and a backup's sidecar."""
+    backups = {backup_name(name) for name in names if is_sidecar(name)}
+    return names | backups | {name + SIDECAR_SUFFIX for name in names if name.endswith(".enc")}
 
 
 def folded_scan(storage: Storage, folder: str, stats: bool = False) -> Folded:
@@ -47,7 +54,7 @@ def fold_scan(scan: FolderScan) -> Folded:
         return Folded(scan, frozenset())
     keep = bytes(row not in folded for row in range(len(names)))
     return Folded(
-        _kept_rows(scan, keep), frozenset(_path(scan.folder, backup_name(names[row])) for row in folded)
+        _kept_rows(scan, keep), frozenset(path_of(scan.folder, backup_name(names[row])) for row in folded)
     )
 
 

@@ -12,7 +12,8 @@ from itertools import islice
 
 from core.cursors import Position, decode_cursor, encode_cursor
 from core.folding import fold_entries
-from core.snapshots import Snapshot, Sort, folders_first, prefetch_sizes, snapshot_of
+from core.orderings import Sort, folders_first
+from core.snapshots import Snapshot, prefetch_sizes, snapshot_of
 from storage.base import Entry, Storage, clean_relative_path
 
 __all__ = ["Order", "Page", "Sort", "page_after", "page_at"]

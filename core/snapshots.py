@@ -13,6 +13,13 @@ came are looked at. Rows of names that went are dropped from each order, rows of
 inserted where they belong, and every other row keeps its place: no sort, no stat of the 100,000
 names that stayed. Their sizes and dates are as old as the scan they came from (KEEP_SECONDS at
 most); the rows a page shows are looked at afresh anyway.
+
+Where the folder lies on a local filesystem, its scan also carries an inotify watch
+(storage/watching.py), set before the folder is read: each page asks it which names came, went or
+changed, and only those are looked at again, so a change costs a stat per name changed, with no
+read of the folder, and sizes and dates stay current (a scan looks at them all again after
+WATCHED_SECONDS, for the changes no watch sees: a write through a hard link elsewhere, or mmap).
+A watch that loses track leaves its scan to be checked by the folder's version, as above.
 """
 
 from __future__ import annotations
@@ -20,17 +27,18 @@ from __future__ import annotations
 import logging
 import time
 from array import array
-from bisect import insort
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from itertools import compress
 from threading import Lock
 
-from core.folding import folded_scan
+from core.folding import fold_entries, fold_partners, folded_scan, path_of
 from core.offloading import in_background, off_the_hub
+from core.orderings import Ordering, Sort, ordering, patched_ordering
 from storage.base import Entry, FolderScan, Storage, StorageError
+from storage.watching import FolderWatch
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ KEEP_SECONDS = 30.0
 # Sizes and dates older than KEEP_SECONDS still order a local folder's pages while a scan made in
 # the background looks at them again, up to this age: beyond it, the page waits for that scan.
 STALE_SECONDS = 300.0
+WATCHED_SECONDS = 600.0  # a watched folder's sizes and dates follow its changes; KEEP_SECONDS then
 # Timestamps move in ticks: a folder changed just before its scan may change again within the same
 # tick without its version moving, so such a scan serves its own request and is not kept.
 RACY_SECONDS = 1.0
@@ -47,57 +56,6 @@ KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 1
 PATCH_LIMIT = 2000
 PREFETCH = True  # see prefetch_sizes(); the tests that count scans turn it off
 DEAD_SHARE = 0.25  # rows of names that went, as a share of a scan's rows, before it is scanned afresh
-
-
-class Sort(StrEnum):
-    NAME = "name"
-    SIZE = "size"
-    DATE = "date"
-
-
-@dataclass(frozen=True)
-class Ordering:
-    """A scan's rows in one ascending order; rows[:split] is the first group (the folders, where
-    folders come first), and descending orders run backwards within each group."""
-
-    rows: array
-    split: int
-
-
-def folders_first(storage: Storage, sort: Sort) -> bool:
-    """Always, but in S3's own name order, where folders sit among the files as S3 lists them."""
-    return sort is not Sort.NAME or not storage.pages_by_name
-
-
-def ordering(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]) -> Ordering:
-    """Sorted one key at a time, each sort stable, so no tuple per row is ever built."""
-    keys = list(map(storage.name_key, scan.names, scan.folders))
-    rows = sorted(rows, key=keys.__getitem__)
-    del keys
-    if sort is not Sort.NAME:
-        rows.sort(key=(scan.sizes if sort is Sort.SIZE else scan.mtimes).__getitem__)
-    if not folders_first(storage, sort):
-        return Ordering(array("I", rows), len(rows))
-    rows.sort(key=scan.folders.__getitem__, reverse=True)  # reverse keeps equal rows in order too
-    return Ordering(array("I", rows), sum(scan.folders[row] for row in rows))
-
-
-def sort_key(storage: Storage, scan: FolderScan, sort: Sort) -> Callable[[int], tuple]:
-    """One row's place within its group, as ordering() sorts it."""
-    values = {Sort.SIZE: scan.sizes, Sort.DATE: scan.mtimes}.get(sort)
-    return lambda row: (values[row] if values else 0, storage.name_key(scan.names[row], scan.folders[row]))
-
-
-def patched_ordering(
-    storage: Storage, scan: FolderScan, sort: Sort, kept: Ordering, gone: set[int], came: range
-) -> Ordering:
-    """`kept` without the rows in `gone`, and with the rows in `came` where they belong."""
-    first = [row for row in kept.rows[: kept.split] if row not in gone]
-    second = [row for row in kept.rows[kept.split :] if row not in gone]
-    grouped, key = folders_first(storage, sort), sort_key(storage, scan, sort)
-    for row in came:
-        insort(first if not grouped or scan.folders[row] else second, row, key=key)
-    return Ordering(array("I", first + second), len(first))
 
 
 @dataclass(frozen=True)
@@ -131,9 +89,15 @@ class Snapshot:
     orderings: dict[Sort, Ordering] = field(default_factory=dict)
     known: Contents | None = None  # the names, once a patch needed them
     sidecars: frozenset[str] = frozenset()  # paths of the backups whose DBackup sidecar is folded in
+    watch: FolderWatch | None = None  # the folder's changes since, where the filesystem tells them
 
     def __post_init__(self):
         self.stats_at = self.stats_at or self.taken_at
+
+    @property
+    def keep_seconds(self) -> float:
+        """How long the sizes and dates serve before they are looked at again."""
+        return KEEP_SECONDS if self.watch is None else WATCHED_SECONDS
 
     def ordering(self, storage: Storage, sort: Sort) -> Ordering:
         if sort not in self.orderings:
@@ -141,28 +105,31 @@ class Snapshot:
             self.orderings[sort] = ordering(storage, self.scan, sort, rows)
         return self.orderings[sort]
 
-    def stats_young(self, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+    def stats_young(self, stats: bool, now: float, limit: float) -> bool:
         """Whether the sizes and dates, where the order needs them, are less than `limit` old."""
         return not stats or (self.scan.sizes is not None and now - self.stats_at < limit)
 
     def stats_due(self, stats: bool, now: float) -> bool:
         """Whether sizes and dates that an order needs are due to be looked at again while they
         still serve: only where the names are known to be current (a local folder's version)."""
+        keep = self.keep_seconds
         return (
             self.scan.version is not None
-            and self.stats_young(stats, now, STALE_SECONDS)
-            and not self.stats_young(stats, now)
+            and self.stats_young(stats, now, keep + STALE_SECONDS - KEEP_SECONDS)
+            and not self.stats_young(stats, now, keep)
         )
 
-    def holds(self, storage: Storage, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+    def holds(self, storage: Storage, stats: bool, now: float, limit: float) -> bool:
         """Whether this scan still tells the folder as it is, as far as the order asked needs."""
         if not self.stats_young(stats, now, limit):
             return False
+        if self.watch is not None:  # followed up to now
+            return True
         if self.scan.version is None:
             return now - self.taken_at < KEEP_SECONDS
         return storage.folder_version(self.scan.folder) == self.scan.version
 
-    def patchable(self, stats: bool, now: float, limit: float = KEEP_SECONDS) -> bool:
+    def patchable(self, stats: bool, now: float, limit: float) -> bool:
         """Whether this scan can be brought up to date by a patch (a local folder's, not too old)."""
         fresh_enough = len(self.dead) < DEAD_SHARE * len(self.scan)
         return self.scan.version is not None and self.stats_young(stats, now, limit) and fresh_enough
@@ -174,8 +141,14 @@ class Snapshot:
 
     def worth_keeping(self) -> bool:
         scan = self.scan
-        settled = scan.version is None or self.taken_at - scan.changed_at > RACY_SECONDS
+        settled = (
+            scan.version is None or self.watch is not None or self.taken_at - scan.changed_at > RACY_SECONDS
+        )
         return KEEP_FROM <= len(scan) <= KEEP_ROWS and settled
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
 
 
 def live_rows_named(scan: FolderScan, names: set[str], dead: frozenset[int]) -> set[int]:
@@ -205,14 +178,17 @@ def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
     """`kept` brought up to the folder as it is now, or None where too much changed for a patch to
     be worth it (or a name that stayed became a folder, or a folder a file: its rows would move)."""
     scan = kept.scan
-    folded = off_the_hub(folded_scan, storage, scan.folder)
+    with watched(storage, scan.folder) as watch:
+        folded = off_the_hub(folded_scan, storage, scan.folder)
     fresh = folded.scan
     listed, known = contents(fresh), kept.contents()
     went, came = known.names - listed.names, sorted(listed.names - known.names)
     if len(went) + len(came) > PATCH_LIMIT or not listed.kinds_kept(known):
+        if watch is not None:
+            watch.close()
         return None
     gone = live_rows_named(scan, went, kept.dead)
-    entries = storage.scan_entries(FolderScan(scan.folder, came, bytearray(len(came))), range(len(came)))
+    entries = looked_at(storage, scan.folder, came)
     columns = appended(scan, entries, fresh)
     rows = range(len(scan), len(columns))
     orderings = {
@@ -221,7 +197,50 @@ def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
     }
     vanished = set(came) - {entry.name for entry in entries}  # between reading the names and the stat
     known = Contents(listed.names - vanished, listed.folders - vanished)
-    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known, folded.sidecars)
+    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known, folded.sidecars, watch)
+
+
+def followed(storage: Storage, kept: Snapshot, touched: set[str]) -> Snapshot | None:
+    """`kept` with the names its watch saw change looked at again: the rows of those that went
+    dropped, those that came or changed inserted where they belong, every other row in its place.
+    None where too many rows went for the scan to be kept."""
+    scan = kept.scan
+    names = fold_partners(touched)
+    gone = live_rows_named(scan, names, kept.dead)
+    if len(kept.dead) + len(gone) >= DEAD_SHARE * len(scan):
+        return None
+    entries, folded = fold_entries(looked_at(storage, scan.folder, sorted(names)))
+    columns = appended(scan, entries, scan)
+    rows = range(len(scan), len(columns))
+    orderings = {
+        sort: patched_ordering(storage, columns, sort, ordering, gone, rows)
+        for sort, ordering in kept.orderings.items()
+    }
+    sidecars = kept.sidecars - {path_of(scan.folder, name) for name in names} | folded
+    known = kept.known and Contents(
+        kept.known.names - names | {entry.name for entry in entries},
+        kept.known.folders - names | {entry.name for entry in entries if entry.is_dir},
+    )
+    dead = kept.dead | gone
+    return Snapshot(columns, kept.taken_at, kept.stats_at, dead, orderings, known, sidecars, kept.watch)
+
+
+def looked_at(storage: Storage, folder: str, names: list[str]) -> list[Entry]:
+    """The entries of those of `names` that are in the folder now."""
+    return storage.scan_entries(FolderScan(folder, names, bytearray(len(names))), range(len(names)))
+
+
+@contextmanager
+def watched(storage: Storage, folder: str) -> Iterator[FolderWatch | None]:
+    """A watch on the folder for the block that reads it, set first: no change after the reading
+    is missed. Closed again if the reading fails."""
+    watch = storage.watch(folder)
+    try:
+        yield watch
+    except BaseException:
+        if watch is not None:
+            watch.close()
+        raise
 
 
 class Snapshots:
@@ -241,21 +260,24 @@ class Snapshots:
 
     def put(self, key: tuple[str, str], snapshot: Snapshot) -> None:
         with self._lock:
-            self._drop(key)
+            self._drop(key, snapshot.watch)
             self._kept[key] = snapshot
             self._rows += len(snapshot.scan)
             while self._rows > self.budget:
                 self._drop(next(iter(self._kept)))
 
-    def _drop(self, key: tuple[str, str]) -> None:
+    def _drop(self, key: tuple[str, str], watch_kept: FolderWatch | None = None) -> None:
+        """The scan of `key` forgotten, and its watch unless the scan replacing it carries it on."""
         dropped = self._kept.pop(key, None)
         if dropped is not None:
             self._rows -= len(dropped.scan)
+            if dropped.watch is not watch_kept:
+                dropped.close()
 
     def clear(self) -> None:
         with self._lock:
-            self._kept.clear()
-            self._rows = 0
+            while self._kept:
+                self._drop(next(iter(self._kept)))
 
 
 snapshots = Snapshots(KEEP_ROWS)
@@ -267,15 +289,36 @@ def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
     background does it, and they serve meanwhile."""
     key, now = (storage.cache_key, folder), time.time()
     kept = snapshots.get(key)
-    limit = KEEP_SECONDS
+    if kept is not None and kept.watch is not None:
+        kept = brought_up_to_watch(storage, key, kept)
+    limit = KEEP_SECONDS if kept is None else kept.keep_seconds
     if kept is not None and kept.stats_due(stats, now):
         refresh_in_background(storage, key)
-        limit = STALE_SECONDS
+        limit += STALE_SECONDS - KEEP_SECONDS
     if kept is not None and kept.holds(storage, stats, now, limit):
         snapshot = kept
     else:
         snapshot = kept_if_worth_it(key, brought_up_to_date(storage, folder, kept, stats, now, limit))
     return snapshot
+
+
+following = Lock()  # one page at a time applies a watch's changes: a page never misses a change seen
+
+
+def brought_up_to_watch(storage: Storage, key: tuple[str, str], kept: Snapshot) -> Snapshot:
+    """`kept` with the changes its watch saw applied; where the watch lost track (or too much
+    changed), without its watch, to be checked by the folder's version like any other."""
+    with following:
+        kept = snapshots.get(key) or kept  # a page before this one may have applied some already
+        touched = kept.watch.changes() if kept.watch is not None else None
+        if touched is not None and not touched:
+            return kept
+        fresh = (
+            followed(storage, kept, touched) if touched is not None and len(touched) <= PATCH_LIMIT else None
+        )
+        fresh = fresh or replace(kept, watch=None)
+        snapshots.put(key, fresh)
+        return fresh
 
 
 def brought_up_to_date(
@@ -295,21 +338,27 @@ def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
 
 
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
-    folded = off_the_hub(folded_scan, storage, folder, stats=stats)
-    return Snapshot(folded.scan, now, sidecars=folded.sidecars)
+    with watched(storage, folder) as watch:
+        folded = off_the_hub(folded_scan, storage, folder, stats=stats)
+    return Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
 
 
 def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
+    """`snapshot` kept for the pages after this one where worth it; its watch closed otherwise (the
+    snapshot still serves the page that made it)."""
     if snapshot.worth_keeping():
         snapshots.put(key, snapshot)
+    elif snapshots.get(key) is None or snapshots.get(key).watch is not snapshot.watch:
+        snapshot.close()
     return snapshot
 
 
 def sorted_scan(storage: Storage, folder: str, sorts: list[Sort]) -> Snapshot:
     """A scan with sizes and dates, in the orders `sorts` already (those the scan it replaces had,
     so that the next page finds them made): all of it work for a thread of its own."""
-    folded = folded_scan(storage, folder, stats=True)
-    snapshot = Snapshot(folded.scan, time.time(), sidecars=folded.sidecars)
+    with watched(storage, folder) as watch:
+        folded = folded_scan(storage, folder, stats=True)
+    snapshot = Snapshot(folded.scan, time.time(), sidecars=folded.sidecars, watch=watch)
     for sort in sorts:
         snapshot.ordering(storage, sort)
     return snapshot

@@ -6,7 +6,10 @@ import io
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from storage.watching import FolderWatch
 
 MAX_PATH_LENGTH = 4096
 
@@ -88,6 +91,10 @@ class Storage(Protocol):
 
     def folder_version(self, folder: str) -> str | None:
         """The folder's version now (cheap: one stat), to tell whether a scan still holds."""
+
+    def watch(self, folder: str) -> FolderWatch | None:
+        """A watch telling the names of the folder that change, where the store can (a local
+        filesystem); None elsewhere."""
 
     def name_key(self, name: str, is_dir: bool) -> str | bytes:
         """What name order compares: the same order for the same names, whatever the scan."""

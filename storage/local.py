@@ -23,6 +23,7 @@ from storage.base import (
     clean_relative_path,
 )
 from storage.beneath import open_beneath
+from storage.watching import FolderWatch, watcher
 
 # What an OS error met below the root says about the path asked for: an answer for that request,
 # not an outage. Any other error (EIO, EMFILE...) is a StorageError.
@@ -70,6 +71,10 @@ def require_file(fd: int, path: str) -> None:
 
 def version_of(info: os.stat_result) -> str:
     return f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+
+
+def identity_of(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
 
 
 def entry_of(path: str, info: os.stat_result) -> Entry:
@@ -238,6 +243,20 @@ class LocalStorage:
         with self._root() as root_fd:
             info = self._stat_below(root_fd, relative)
         return version_of(info)
+
+    def watch(self, folder: str) -> FolderWatch | None:
+        relative = clean_relative_path(folder, allow_root=True)
+        with self._root() as root_fd, self._folder(root_fd, relative) as folder_fd:
+            watched = identity_of(os.fstat(folder_fd))
+            return watcher.watch(folder_fd, lambda: self._identity(relative) == watched)
+
+    def _identity(self, folder: str) -> tuple[int, int] | None:
+        """Which folder the path leads to now; None where it leads nowhere it may."""
+        try:
+            with self._root() as root_fd:
+                return identity_of(self._stat_below(root_fd, folder))
+        except (*HIDDEN, NotAFile, StorageError):
+            return None
 
     name_key = staticmethod(casefolded_name_key)
 

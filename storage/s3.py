@@ -164,6 +164,9 @@ class S3Storage:
         """A prefix has no version: nothing short of listing it tells that it changed."""
         return None
 
+    def watch(self, folder: str) -> None:
+        return None
+
     @staticmethod
     def name_key(name: str, is_dir: bool) -> bytes:
         """S3's own order: the keys' UTF-8 bytes, a folder's with its trailing "/"."""

@@ -197,6 +197,9 @@ class SFTPStorage:
         """A folder's mtime moves in whole seconds on most servers: not a version to trust."""
         return None
 
+    def watch(self, folder: str) -> None:
+        return None
+
     name_key = staticmethod(casefolded_name_key)
 
     def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:

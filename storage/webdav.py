@@ -186,6 +186,9 @@ class WebDAVStorage:
     def folder_version(self, folder: str) -> None:
         return None
 
+    def watch(self, folder: str) -> None:
+        return None
+
     name_key = staticmethod(casefolded_name_key)
 
     def list_page(self, folder: str, after: tuple[str, bool] | None, limit: int) -> tuple[list[Entry], bool]:

@@ -15,8 +15,10 @@ import hmac
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -33,12 +35,13 @@ import http_sf
 from playwright.sync_api import Browser, Page, expect
 
 from core.accounts import create_user
-from core.listings import Order, page_after
+from core.listings import Order, Sort, page_after
 from core.tokens import hash_token
 from db import connect
 from db.events import list_events
 from db.links import find_link
 from storage.base import Entry, Storage
+from storage.local import LocalStorage
 from tests.conftest import PASSWORD
 
 MIB = 1024 * 1024
@@ -61,6 +64,56 @@ def every_entry(storage: Storage, folder: str = "", order: Order = Order(), limi
         if page.next is None:
             return entries
         cursor = page.next
+
+
+def write_file_at(folder: Path, name: str, size: int, moment: float) -> None:
+    """A file of `size` bytes last modified at `moment`."""
+    (folder / name).write_bytes(b"x" * size)
+    os.utime(folder / name, (moment, moment))
+
+
+def listing_folder(root: Path, count: int) -> Path:
+    """`root`, holding folder `f` of `count` files of sizes and dates out of name order, and a
+    folder every 300 names."""
+    (root / "f").mkdir(parents=True)
+    for number in range(count):
+        if number % 300 == 0:
+            (root / "f" / f"dir-{number:05d}").mkdir()
+        else:
+            write_file_at(root / "f", f"file-{number:05d}", number * 7 % 101, 1e9 + number * 7919 % count)
+    return root
+
+
+def fresh_order(folder: Path, sort: Sort, descending: bool) -> list[str]:
+    """The folder as a fresh look at every entry orders it: folders first, then by size or date,
+    then by name case-insensitively, then exactly; descending reverses each group."""
+    rows = []
+    for child in os.scandir(folder):
+        info = child.stat(follow_symlinks=False)
+        value = {Sort.NAME: 0, Sort.SIZE: info.st_size, Sort.DATE: info.st_mtime}[sort]
+        rows.append((stat.S_ISDIR(info.st_mode), value, child.name.casefold(), child.name))
+    groups = [[row for row in rows if row[0]], [row for row in rows if not row[0]]]
+    return [row[3] for group in groups for row in sorted(group, reverse=descending)]
+
+
+def listed_names(root: Path, sort: Sort, descending: bool) -> list[str]:
+    """Folder `f` of local storage `root`, every page of it in that order."""
+    entries = every_entry(LocalStorage(str(root)), "f", Order(sort, descending), limit=700)
+    return [entry.name for entry in entries]
+
+
+def change_names(folder: Path) -> None:
+    """Files and folders go, others come, among them names that sort first, last and in between."""
+    for number in range(1, 600, 13):
+        if number % 300:
+            (folder / f"file-{number:05d}").unlink()
+    shutil.rmtree(folder / "dir-00900")
+    for number, name in enumerate(["!first", "zzz-last", "file-00042.new", "File-00100", "file-01999b"]):
+        write_file_at(folder, name, 50 + number * 11, 1e9 + 1500.5 + number)
+    for number in range(40):
+        write_file_at(folder, f"late-{number:03d}", number % 101, 1e9 + number * 97)
+    (folder / "dir-new").mkdir()
+    (folder / "Dir-00300").mkdir()
 
 
 def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,20 +1,27 @@
 """A kept scan patched when names come and go: the same pages as a fresh scan of the folder, having
 read only the names again and looked only at those that came; and a fresh scan whenever a patch
-could not tell the folder as it is."""
+could not tell the folder as it is. Here the folders get no inotify watch, as on NFS or CIFS:
+tests/test_listing_watches.py has the same folders watched."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import stat
 import time
 
 import pytest
 
 from core import snapshots
 from core.listings import Order, Sort, page_at
+from storage import watching
 from storage.local import LocalStorage
-from tests.helpers import every_entry, wait_for
+from tests.helpers import (
+    change_names,
+    every_entry,
+    fresh_order,
+    listed_names,
+    listing_folder,
+    wait_for,
+    write_file_at,
+)
 
 COUNT = 3000
 ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
@@ -22,7 +29,9 @@ ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
 
 @pytest.fixture(autouse=True)
 def kept_scans(monkeypatch):
-    """Scans kept although their folder changed a moment ago, as they would be a second later."""
+    """Scans kept although their folder changed a moment ago, as they would be a second later, and
+    no folder watched."""
+    monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset())
     monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
     monkeypatch.setattr(snapshots, "PREFETCH", False)
     snapshots.snapshots.clear()
@@ -43,85 +52,41 @@ def scans(monkeypatch) -> list[bool]:
     return made
 
 
-def write_file(folder, name: str, size: int, moment: float) -> None:
-    (folder / name).write_bytes(b"x" * size)
-    os.utime(folder / name, (moment, moment))
-
-
 @pytest.fixture
 def folder(tmp_path):
-    """COUNT files of sizes and dates out of name order, and a folder every 300 names."""
-    root = tmp_path / "root"
-    (root / "f").mkdir(parents=True)
-    for number in range(COUNT):
-        if number % 300 == 0:
-            (root / "f" / f"dir-{number:05d}").mkdir()
-        else:
-            write_file(root / "f", f"file-{number:05d}", number * 7 % 101, 1e9 + number * 7919 % COUNT)
-    return root
-
-
-def expected(folder, sort: Sort, descending: bool) -> list[str]:
-    """The folder as a fresh look at every entry orders it: folders first, then by size or date,
-    then by name case-insensitively, then exactly; descending reverses each group."""
-    rows = []
-    for child in os.scandir(folder):
-        info = child.stat(follow_symlinks=False)
-        value = {Sort.NAME: 0, Sort.SIZE: info.st_size, Sort.DATE: info.st_mtime}[sort]
-        rows.append((stat.S_ISDIR(info.st_mode), value, child.name.casefold(), child.name))
-    groups = [[row for row in rows if row[0]], [row for row in rows if not row[0]]]
-    return [row[3] for group in groups for row in sorted(group, reverse=descending)]
-
-
-def listed(root, sort: Sort, descending: bool) -> list[str]:
-    entries = every_entry(LocalStorage(str(root)), "f", Order(sort, descending), limit=700)
-    return [entry.name for entry in entries]
-
-
-def change_names(folder) -> None:
-    """Files and folders go, others come, among them names that sort first, last and in between."""
-    for number in range(1, 600, 13):
-        if number % 300:
-            (folder / f"file-{number:05d}").unlink()
-    shutil.rmtree(folder / "dir-00900")
-    for number, name in enumerate(["!first", "zzz-last", "file-00042.new", "File-00100", "file-01999b"]):
-        write_file(folder, name, 50 + number * 11, 1e9 + 1500.5 + number)
-    for number in range(40):
-        write_file(folder, f"late-{number:03d}", number % 101, 1e9 + number * 97)
-    (folder / "dir-new").mkdir()
-    (folder / "Dir-00300").mkdir()
+    return listing_folder(tmp_path / "root", COUNT)
 
 
 @pytest.mark.parametrize(("sort", "descending"), ORDERS)
 def test_a_patched_scan_lists_what_a_fresh_one_would(folder, scans, sort, descending):
-    assert listed(folder, sort, descending) == expected(folder / "f", sort, descending)
+    assert listed_names(folder, sort, descending) == fresh_order(folder / "f", sort, descending)
     change_names(folder / "f")
-    assert listed(folder, sort, descending) == expected(folder / "f", sort, descending)
+    assert listed_names(folder, sort, descending) == fresh_order(folder / "f", sort, descending)
     assert scans == [sort is not Sort.NAME, False]  # the patch read the names again, and no stat each
 
 
 def test_every_order_kept_is_patched_and_later_orders_leave_out_what_went(folder, scans):
     for sort, descending in ORDERS:
-        listed(folder, sort, descending)
+        listed_names(folder, sort, descending)
     change_names(folder / "f")
-    listed(folder, Sort.SIZE, False)  # patches the scan: name, size and date orders at once
+    listed_names(folder, Sort.SIZE, False)  # patches the scan: name, size and date orders at once
     for sort, descending in ORDERS:
-        assert listed(folder, sort, descending) == expected(folder / "f", sort, descending)
+        assert listed_names(folder, sort, descending) == fresh_order(folder / "f", sort, descending)
     assert scans == [False, True, False]  # names; sizes and dates; then the patch
 
 
 def test_patches_one_after_another_stay_exact(folder, scans):
     for round in range(5):
         (folder / "f" / f"file-{round * 7 + 1:05d}").unlink()
-        write_file(folder / "f", f"round-{round}", round * 30, 1e9 + round)
-        assert listed(folder, Sort.DATE, True) == expected(folder / "f", Sort.DATE, True)
+        write_file_at(folder / "f", f"round-{round}", round * 30, 1e9 + round)
+        assert listed_names(folder, Sort.DATE, True) == fresh_order(folder / "f", Sort.DATE, True)
     assert scans == [True, False, False, False, False]
 
 
 def test_a_name_that_went_and_came_back_is_listed_once_and_shown_as_it_is_now(folder, scans):
-    listed(folder, Sort.SIZE, False)
+    listed_names(folder, Sort.SIZE, False)
     (folder / "f" / "file-00001").unlink()
-    write_file(folder / "f", "file-00001", 100, 1e9)
+    write_file_at(folder / "f", "file-00001", 100, 1e9)
     entries = every_entry(LocalStorage(str(folder)), "f", Order(Sort.SIZE), limit=700)
     assert [entry.name for entry in entries].count("file-00001") == 1
     assert next(entry.size for entry in entries if entry.name == "file-00001") == 100
@@ -129,37 +94,37 @@ def test_a_name_that_went_and_came_back_is_listed_once_and_shown_as_it_is_now(fo
 
 
 def test_sizes_and_dates_too_old_for_a_patch_are_looked_at_again(folder, scans):
-    listed(folder, Sort.SIZE, False)
-    write_file(folder / "f", "file-00001", 100, 1e9)  # a size that changed: the version does not move
-    write_file(folder / "f", "file-new", 1, 1e9)  # a name that came: the version moves
+    listed_names(folder, Sort.SIZE, False)
+    write_file_at(folder / "f", "file-00001", 100, 1e9)  # a size that changed: the version does not move
+    write_file_at(folder / "f", "file-new", 1, 1e9)  # a name that came: the version moves
     kept_scan(folder).stats_at -= snapshots.STALE_SECONDS
-    assert listed(folder, Sort.SIZE, False) == expected(folder / "f", Sort.SIZE, False)
+    assert listed_names(folder, Sort.SIZE, False) == fresh_order(folder / "f", Sort.SIZE, False)
     assert scans == [True, True]
 
 
 def test_more_changes_than_a_patch_is_worth_mean_a_fresh_scan(folder, scans, monkeypatch):
     monkeypatch.setattr(snapshots, "PATCH_LIMIT", 10)
-    listed(folder, Sort.NAME, False)
+    listed_names(folder, Sort.NAME, False)
     for number in range(11):
-        write_file(folder / "f", f"new-{number}", 1, 1e9)
-    assert listed(folder, Sort.NAME, False) == expected(folder / "f", Sort.NAME, False)
+        write_file_at(folder / "f", f"new-{number}", 1, 1e9)
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
     assert scans == [False, False, False]  # the names read for the patch, then a fresh scan
 
 
 def test_a_file_that_became_a_folder_means_a_fresh_scan(folder, scans):
-    listed(folder, Sort.NAME, False)
+    listed_names(folder, Sort.NAME, False)
     (folder / "f" / "file-00001").unlink()
     (folder / "f" / "file-00001").mkdir()
-    assert listed(folder, Sort.NAME, False) == expected(folder / "f", Sort.NAME, False)
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
     assert scans == [False, False, False]
 
 
 def test_a_scan_mostly_of_names_gone_is_replaced_by_a_fresh_one(folder, scans, monkeypatch):
-    listed(folder, Sort.NAME, False)
+    listed_names(folder, Sort.NAME, False)
     for round in range(4):
         for number in range(1 + round * 300, 300 + round * 300):
             (folder / "f" / f"file-{number:05d}").unlink()
-        assert listed(folder, Sort.NAME, False) == expected(folder / "f", Sort.NAME, False)
+        assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
     # Three patches, the last leaving 897 of 3000 rows dead (over a quarter): then a fresh scan.
     assert scans == [False] * 5
     kept = kept_scan(folder)
@@ -176,7 +141,7 @@ def whole_folder(root, sort: Sort) -> list:
 
 def test_sizes_due_to_be_looked_at_again_serve_while_a_scan_in_the_background_does_it(folder, scans):
     whole_folder(folder, Sort.SIZE)
-    write_file(folder / "f", "file-00001", 1000, 1e9)  # now the largest file; the version does not move
+    write_file_at(folder / "f", "file-00001", 1000, 1e9)  # now the largest file; the version does not move
     kept_scan(folder).stats_at -= snapshots.KEEP_SECONDS + 1
     served = whole_folder(folder, Sort.SIZE)
     moved = next(entry for entry in served if entry.name == "file-00001")
@@ -188,7 +153,7 @@ def test_sizes_due_to_be_looked_at_again_serve_while_a_scan_in_the_background_do
 
 def test_sizes_too_old_to_serve_while_they_are_refreshed_are_waited_for(folder, scans):
     whole_folder(folder, Sort.SIZE)
-    write_file(folder / "f", "file-00001", 1000, 1e9)
+    write_file_at(folder / "f", "file-00001", 1000, 1e9)
     kept_scan(folder).stats_at -= snapshots.STALE_SECONDS
     assert whole_folder(folder, Sort.SIZE)[-1].name == "file-00001"
     assert scans == [True, True]
@@ -199,5 +164,5 @@ def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(fol
     page_at(LocalStorage(str(folder)), "test", "f", Order(), 0, 100)
     wait_for(lambda: kept_scan(folder).scan.sizes is not None, "the sizes and dates read in the background")
     assert set(kept_scan(folder).orderings) == {Sort.NAME}  # the name order it replaced, made ahead too
-    assert whole_folder(folder, Sort.DATE)[0].name == expected(folder / "f", Sort.DATE, False)[0]
+    assert whole_folder(folder, Sort.DATE)[0].name == fresh_order(folder / "f", Sort.DATE, False)[0]
     assert scans == [False, True]  # the names for the page, then the background scan: none for the date order

@@ -10,7 +10,16 @@ from urllib.parse import urlencode
 from core.accounts import create_api_key, create_user
 from db import connect
 from tests.conftest import PASSWORD, csrf_token_from
-from tests.helpers import MIB, KeptConnection, SlowCrowd, link_record, make_file, wait_for
+from tests.helpers import (
+    MIB,
+    KeptConnection,
+    SlowCrowd,
+    link_record,
+    listing_folder,
+    make_file,
+    wait_for,
+    write_file_at,
+)
 
 CROWD = 200
 RATE = 64 * 1024  # bytes a second for each client: a 1 MiB file takes 16 s
@@ -65,3 +74,30 @@ def test_a_crowd_of_slow_downloads_all_progress_while_pages_and_minting_answer(s
     assert crowd.received == [len(data)] * CROWD
     for url in urls:
         wait_for(lambda url=url: link_record(server, url)[0].uses == 1, "every download to be counted")
+
+
+def test_a_kept_folder_follows_its_changes_under_gunicorn(start_server):
+    """Under the gevent worker, a worker's kept scan of a large folder is followed by its inotify
+    watch: a file that grows moves up the size order at once, where sizes of an unwatched folder's
+    kept scan serve up to 30 s; a name that came is listed too."""
+    server = start_server()
+    folder = listing_folder(server.backups / "many", 1200) / "f"
+    settled = lambda: time.time() - folder.stat().st_ctime > 1.1  # noqa: E731
+    wait_for(settled, "the folder to be old enough for an unwatched scan of it to be kept too")
+    _, key = operator(server)
+    connection = KeptConnection(server.url)  # one worker, which keeps the scan
+
+    def largest_first() -> list[str]:
+        target = "/api/storage/local/files?path=many/f&sort=size&order=desc&limit=10"
+        status, _, body = connection.request("GET", target, {"Authorization": f"Bearer {key}"})
+        assert status == 200
+        return [entry["name"] for entry in json.loads(body)["entries"] if not entry["isDir"]]
+
+    try:
+        assert "file-00001" not in largest_first()
+        write_file_at(folder, "file-00001", 5000, 1e9)
+        assert largest_first()[0] == "file-00001"
+        write_file_at(folder, "new-and-larger", 6000, 1e9)
+        assert largest_first()[:2] == ["new-and-larger", "file-00001"]
+    finally:
+        connection.close()

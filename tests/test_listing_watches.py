@@ -1,0 +1,216 @@
+"""A kept scan of a watched folder (inotify) follows the folder's changes name by name: the same pages
+as a fresh scan, with no read of the folder and sizes and dates current at once; and where the watch
+loses track (the kernel's queue overflowed, the folder itself moved, a path swapped for a symlink),
+the folder is read again, as an unwatched one is (tests/test_listing_patches.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core import snapshots
+from core.listings import Order, Sort, page_at
+from storage import watching
+from storage.base import UnsafePath
+from storage.local import LocalStorage
+from storage.watching import filesystem_of, watcher
+from tests.helpers import change_names, fresh_order, listed_names, listing_folder, write_file_at
+
+COUNT = 1500
+ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
+
+
+@pytest.fixture(autouse=True)
+def kept_scans(monkeypatch):
+    monkeypatch.setattr(snapshots, "PREFETCH", False)
+    snapshots.snapshots.clear()
+    yield
+    snapshots.snapshots.clear()
+
+
+@pytest.fixture
+def scans(monkeypatch) -> list[bool]:
+    """Every scan the local storage makes from now on, as whether it looked at each entry."""
+    made, real_scan = [], LocalStorage.scan
+
+    def recorded(self, folder="", stats=False):
+        made.append(stats)
+        return real_scan(self, folder, stats)
+
+    monkeypatch.setattr(LocalStorage, "scan", recorded)
+    return made
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return listing_folder(tmp_path / "root", COUNT)
+
+
+def kept_scan(root: Path) -> snapshots.Snapshot:
+    return snapshots.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
+
+
+def kernel_watches() -> int:
+    """The watches this process's inotify instance holds, as the kernel lists them."""
+    fd = watcher._inotify.fileno()
+    return Path(f"/proc/self/fdinfo/{fd}").read_text().count("inotify wd:")
+
+
+@pytest.mark.parametrize(("sort", "descending"), ORDERS)
+def test_a_watched_scan_follows_names_coming_and_going_without_reading_the_folder(
+    folder, scans, sort, descending
+):
+    assert listed_names(folder, sort, descending) == fresh_order(folder / "f", sort, descending)
+    assert kept_scan(folder).watch is not None
+    change_names(folder / "f")
+    assert listed_names(folder, sort, descending) == fresh_order(folder / "f", sort, descending)
+    assert scans == [sort is not Sort.NAME]  # the first scan only
+
+
+def test_a_changed_size_or_date_moves_its_row_at_once(folder, scans):
+    assert listed_names(folder, Sort.SIZE, True) == fresh_order(folder / "f", Sort.SIZE, True)
+    write_file_at(folder / "f", "file-00001", 5000, 1e9)  # now the largest: no name came or went
+    assert listed_names(folder, Sort.SIZE, True) == fresh_order(folder / "f", Sort.SIZE, True)
+    os.utime(folder / "f" / "file-00002", (2e9, 2e9))  # the newest: only its times changed
+    assert listed_names(folder, Sort.DATE, True) == fresh_order(folder / "f", Sort.DATE, True)
+    assert scans == [True]
+
+
+def test_a_file_growing_while_it_is_written_moves_with_each_write(folder, scans):
+    listed_names(folder, Sort.SIZE, True)
+    with open(folder / "f" / "dump.sql", "wb") as dump:
+        for size in (10, 200, 5000):
+            dump.write(b"x" * (size - dump.tell()))
+            dump.flush()  # written, not closed: only IN_MODIFY tells
+            assert listed_names(folder, Sort.SIZE, True) == fresh_order(folder / "f", Sort.SIZE, True)
+    assert "dump.sql" in listed_names(folder, Sort.SIZE, True)[:20]
+    assert scans == [True]
+
+
+def test_a_file_that_became_a_folder_moves_to_the_folders(folder, scans):
+    listed_names(folder, Sort.NAME, False)
+    (folder / "f" / "file-00001").unlink()
+    (folder / "f" / "file-00001").mkdir()
+    (folder / "f" / "dir-00300").rmdir()
+    (folder / "f" / "dir-00300").write_bytes(b"now a file")
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
+    assert scans == [False]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A tmpfs mounted for the test (mounting needs root), where a file's creation costs little."""
+    mountpoint = tmp_path / "tmpfs"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        snapshots.snapshots.clear()  # its watches, before it goes
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_an_overflowed_kernel_queue_means_the_folder_is_read_again(tmpfs, scans):
+    folder = listing_folder(tmpfs / "root", COUNT)
+    listed_names(folder, Sort.NAME, False)
+    assert kept_scan(folder).watch is not None
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    folder_fd = os.open(folder / "f", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(queued // 2 + 10):  # a create and a delete each, never merged: the queue overflows
+            os.close(os.open("flicker", os.O_WRONLY | os.O_CREAT, dir_fd=folder_fd))
+            os.unlink("flicker", dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    write_file_at(folder / "f", "after-the-flood", 1, 1e9)
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
+    assert scans == [False, False]  # the names read again
+    assert kept_scan(folder).watch is not None  # and a new watch set before they were
+    write_file_at(folder / "f", "followed-again", 1, 1e9)
+    assert "followed-again" in listed_names(folder, Sort.NAME, False)
+    assert scans == [False, False]
+
+
+def test_too_many_names_unasked_mean_the_folder_is_read_again(folder, scans, monkeypatch):
+    monkeypatch.setattr(watcher, "touched_limit", 5)
+    listed_names(folder, Sort.NAME, False)
+    for number in range(6):
+        write_file_at(folder / "f", f"new-{number}", 1, 1e9)
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
+    assert scans == [False, False]
+
+
+def test_a_folder_renamed_away_and_another_in_its_place_lists_the_new_one(folder, tmp_path, scans):
+    listed_names(folder, Sort.NAME, False)
+    other = listing_folder(tmp_path / "other", 1200) / "f"
+    write_file_at(other, "only-in-the-other", 1, 1e9)
+    (folder / "f").rename(folder / "old")
+    other.rename(folder / "f")
+    assert listed_names(folder, Sort.NAME, False) == fresh_order(folder / "f", Sort.NAME, False)
+    assert "only-in-the-other" in listed_names(folder, Sort.NAME, False)
+
+
+def test_a_folder_on_the_way_swapped_moves_no_event_and_is_still_noticed(tmp_path, scans):
+    root = listing_folder(tmp_path / "root" / "a", COUNT).parent  # storage root; the folder is a/f
+    listing_folder(tmp_path / "b", 1100)
+    storage = LocalStorage(str(root))
+    page_at(storage, "test", "a/f", Order(), 0, 50)
+    (root / "a").rename(tmp_path / "a-away")  # the watched folder itself does not move
+    (tmp_path / "b").rename(root / "a")
+    names = [entry.name for entry in page_at(storage, "test", "a/f", Order(), 0, 5000).entries]
+    assert names == fresh_order(root / "a" / "f", Sort.NAME, False)
+    assert scans == [False, False]
+
+
+def test_a_watched_folder_swapped_for_a_symlink_out_of_the_storage_is_refused(folder, tmp_path):
+    outside = listing_folder(tmp_path / "outside", 1100) / "f"
+    listed_names(folder, Sort.NAME, False)
+    (folder / "f").rename(folder / "away")
+    (folder / "f").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        listed_names(folder, Sort.NAME, False)
+
+
+def test_watches_go_with_their_scans(folder, tmp_path):
+    small = tmp_path / "small"
+    (small / "f").mkdir(parents=True)
+    (small / "f" / "one").write_bytes(b"1")
+    listed_names(small, Sort.NAME, False)  # too small to keep: its watch goes at once
+    listed_names(folder, Sort.NAME, False)
+    listed_names(folder, Sort.SIZE, False)  # a new scan, with sizes: its watch replaces the first
+    assert kernel_watches() == 1
+    snapshots.snapshots.clear()
+    assert kernel_watches() == 0
+
+
+def test_folders_on_a_filesystem_inotify_cannot_follow_get_no_watch(folder, scans, monkeypatch):
+    monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset({"nfs4"}))
+    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
+    listed_names(folder, Sort.NAME, False)
+    assert kept_scan(folder).watch is None
+    write_file_at(folder / "f", "came", 1, 1e9)
+    assert "came" in listed_names(folder, Sort.NAME, False)
+    assert scans == [False, False]  # the names read again: the folder's version moved
+
+
+def test_the_filesystem_of_a_folder_is_that_of_its_own_mount(tmp_path):
+    mountpoint = tmp_path / "mounted"
+    mountpoint.mkdir()
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        outer = filesystem_of(fd)
+    finally:
+        os.close(fd)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        fd = os.open(mountpoint, os.O_RDONLY)
+        try:
+            assert filesystem_of(fd) == "tmpfs"
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+    assert outer in watching.LOCAL_FILESYSTEMS
