@@ -118,6 +118,7 @@ class Watcher:
         if filesystem_of(folder_fd) not in LOCAL_FILESYSTEMS:
             return None
         with self.lock:
+            self._drain()  # what is queued (a move of this very folder...) is for the watches before it
             try:
                 wd = self._instance().add_watch(f"/proc/self/fd/{folder_fd}", MASK)
             except OSError:
@@ -136,10 +137,13 @@ class Watcher:
     def drain(self) -> None:
         """Every event waiting, handed to the watches it concerns."""
         with self.lock:
-            if self._inotify is None or self._pid != os.getpid():
-                return
-            for event in self._inotify.read(timeout=0):
-                self._handle(event.wd, event.mask, event.name)
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._inotify is None or self._pid != os.getpid():
+            return
+        for event in self._inotify.read(timeout=0):
+            self._handle(event.wd, event.mask, event.name)
 
     def _handle(self, wd: int, mask: int, name: str) -> None:
         if mask & flags.Q_OVERFLOW:

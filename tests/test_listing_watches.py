@@ -17,7 +17,14 @@ from storage import watching
 from storage.base import UnsafePath
 from storage.local import LocalStorage
 from storage.watching import filesystem_of, watcher
-from tests.helpers import change_names, fresh_order, listed_names, listing_folder, write_file_at
+from tests.helpers import (
+    change_names,
+    every_entry,
+    fresh_order,
+    listed_names,
+    listing_folder,
+    write_file_at,
+)
 
 COUNT = 1500
 ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
@@ -214,3 +221,19 @@ def test_the_filesystem_of_a_folder_is_that_of_its_own_mount(tmp_path):
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
     assert outer in watching.LOCAL_FILESYSTEMS
+
+
+def test_a_folder_listed_again_under_a_new_name_is_followed_under_it(folder, scans):
+    """Both scans watch the same folder (the kernel's one watch for it): the move that ended the
+    first watch, still queued when the second was set, does not end the second."""
+    listed_names(folder, Sort.NAME, False)
+    (folder / "f").rename(folder / "g")
+    storage = LocalStorage(str(folder))
+
+    def names_of_g() -> list[str]:
+        return [entry.name for entry in every_entry(storage, "g", Order(), limit=700)]
+
+    assert names_of_g() == fresh_order(folder / "g", Sort.NAME, False)
+    write_file_at(folder / "g", "came", 1, 1e9)
+    assert names_of_g() == fresh_order(folder / "g", Sort.NAME, False)
+    assert scans == [False, False]  # each name's first scan; then followed
