@@ -101,7 +101,8 @@ class Snapshot:
 
     def ordering(self, storage: Storage, sort: Sort) -> Ordering:
         if sort not in self.orderings:
-            rows = (row for row in range(len(self.scan)) if row not in self.dead)
+            rows = range(len(self.scan))
+            rows = (row for row in rows if row not in self.dead) if self.dead else rows
             self.orderings[sort] = ordering(storage, self.scan, sort, rows)
         return self.orderings[sort]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from storage.watching import FolderWatch
 
 MAX_PATH_LENGTH = 4096
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 class StorageError(Exception):
@@ -129,7 +131,7 @@ def clean_relative_path(path: str, allow_root: bool = False) -> str:
     """Normalise a user-given path to 'a/b/c', refusing anything that could escape the root."""
     if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH:
         raise UnsafePath("The path is not a string of a sane length.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if CONTROL_CHARACTER.search(path):
         raise UnsafePath("The path contains control characters.")
     if not path.isascii() and not encodable(path):
         raise UnsafePath("The path is not valid Unicode.")

@@ -8,6 +8,7 @@ import stat
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -200,7 +201,13 @@ class LocalStorage:
 
     def _names_below(self, columns: Columns, children, root_fd: int, folder_fd: int, folder: str) -> None:
         """A name's kind comes from the directory itself (d_type): only symlinks cost a lookup, so
-        the names and kinds of 100,000 entries take one pass of getdents, and this loop is kept tight."""
+        the names and kinds of 100,000 entries take one pass of getdents, and C loops (map) where
+        the folder holds no symlink."""
+        children = list(children)
+        if not any(map(os.DirEntry.is_symlink, children)):
+            columns.names = list(map(attrgetter("name"), children))
+            columns.folders = bytearray(map(os.DirEntry.is_dir, children))  # no symlink: no stat
+            return
         add_name, add_kind = columns.names.append, columns.folders.append
         for child in children:
             if not child.is_symlink():
