@@ -68,7 +68,7 @@ def patched_ordering(
     """`kept` without the rows in `gone`, and with the rows in `came` where they belong."""
     first = [row for row in kept.rows[: kept.split] if row not in gone]
     second = [row for row in kept.rows[kept.split :] if row not in gone]
-    grouped, key = folders_first(storage, sort), sort_key(storage, scan, sort)
+    in_groups, key = folders_first(storage, sort), sort_key(storage, scan, sort)
     for row in came:
-        insort(first if not grouped or scan.folders[row] else second, row, key=key)
+        insort(first if not in_groups or scan.folders[row] else second, row, key=key)
     return Ordering(array("I", first + second), len(first))
