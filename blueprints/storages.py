@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import click
 from flask import Blueprint, current_app, jsonify, request
@@ -31,7 +32,7 @@ from core.storages import (
 )
 from db import get_db
 from db.links import count_working_links
-from db.storages import get_storage, list_storages
+from db.storages import StorageRecord, get_storage, list_storages
 from encryption.dbackup import Sidecar
 from extensions import keyring
 from storage.base import StorageError
@@ -112,11 +113,17 @@ def backup_json(sidecar: Sidecar) -> dict:
 def add_local_command(storage_id: str, path: str, name: str | None, shared: bool) -> None:
     """Add a folder on this machine as storage ID."""
     placement = LocalPlacement(several_hosts=current_app.config["SEVERAL_HOSTS"], shared=shared)
+    report_added(lambda: add_local_storage(get_db(), storage_id, path, name, placement))
+
+
+def report_added(add: Callable[[], StorageRecord]) -> None:
+    """`add()`, and what the new storage serves, or why it was refused."""
     try:
-        record = add_local_storage(get_db(), storage_id, path, name, placement)
+        record = add()
     except StorageConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Storage {record.id!r} serves {record.config['path']}.")
+    where = describe_storage(record)
+    click.echo(f"Storage {record.id!r} serves {where}. Check it: storages test {record.id}")
 
 
 @storages_cli.command("add-s3")
@@ -133,13 +140,7 @@ def add_s3_command(storage_id: str, name: str | None, **options) -> None:
     access_key = os.environ.get("AWS_ACCESS_KEY_ID") or click.prompt("Access key id")
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or click.prompt("Secret access key", hide_input=True)
     settings = S3Settings(**options, access_key_id=access_key, secret_access_key=secret)
-    try:
-        record = add_s3_storage(get_db(), keyring(), storage_id, settings, name)
-    except StorageConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
-    )
+    report_added(lambda: add_s3_storage(get_db(), keyring(), storage_id, settings, name))
 
 
 @storages_cli.command("test")
@@ -197,15 +198,13 @@ def add_sftp_command(storage_id: str, key_file, known_hosts: str | None, fingerp
     """Add a folder on an SFTP server as storage ID (password from ONCELINK_STORAGE_PASSWORD or a prompt;
     a key's passphrase from ONCELINK_KEY_PASSPHRASE)."""
     name = options.pop("name")
-    try:
+
+    def add() -> StorageRecord:
         host_keys = sftp_host_keys(known_hosts, fingerprint, options["host"], options["port"])
         settings = SFTPSettings(**options, host_keys=host_keys, **sftp_credentials(key_file))
-        record = add_sftp_storage(get_db(), keyring(), storage_id, settings, name)
-    except StorageConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
-    )
+        return add_sftp_storage(get_db(), keyring(), storage_id, settings, name)
+
+    report_added(add)
 
 
 def sftp_host_keys(known_hosts: str | None, fingerprint: str | None, host: str, port: int) -> tuple[str, ...]:
@@ -240,13 +239,7 @@ def storage_password() -> str:
 def add_webdav_command(storage_id: str, url: str, user: str, ca_file: str | None, no_verify_tls: bool, name):
     """Add a WebDAV folder as storage ID (password from ONCELINK_STORAGE_PASSWORD or a prompt)."""
     settings = WebDAVSettings(url, user, storage_password(), not no_verify_tls, ca_file)
-    try:
-        record = add_webdav_storage(get_db(), keyring(), storage_id, settings, name)
-    except StorageConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"Storage {record.id!r} serves {describe_storage(record)}. Check it: storages test {record.id}"
-    )
+    report_added(lambda: add_webdav_storage(get_db(), keyring(), storage_id, settings, name))
 
 
 @storages_cli.command("trust-host-key")

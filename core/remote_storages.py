@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import paramiko
 from sqlite_utils import Database
 
-from core.storages import StorageConfigError, _check_new_id, _display_name, _existing
-from db.storages import StorageRecord, insert_storage, update_storage
+from core.storages import StorageConfigError, _existing, save_storage
+from db.storages import StorageRecord, update_storage
 from encryption.keys import Keyring
 from storage import SFTP_SECRETS
 from storage.sftp_connect import SFTPSettings
@@ -85,24 +85,24 @@ def add_sftp_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: SFTPSettings, name: str | None = None
 ) -> StorageRecord:
     """Register a folder on an SFTP server; without a confirmed host key it refuses to connect."""
-    _check_new_id(db, storage_id)
-    config = _sftp_config(keyring, storage_id, settings, {})
-    record = StorageRecord(storage_id, _display_name(name, storage_id), "sftp", config)
-    insert_storage(db, record)
-    return record
+
+    def config_of(_: None) -> dict:
+        return _sftp_config(keyring, storage_id, settings, {})
+
+    return save_storage(db, storage_id, "sftp", name, config_of, new=True)
 
 
 def update_sftp_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: SFTPSettings, name: str | None = None
 ) -> StorageRecord:
     """Change an SFTP storage; empty secrets keep the stored ones, no host key keeps the confirmed ones."""
-    current = _existing(db, storage_id, "sftp")
-    if not settings.host_keys:
-        settings = dataclasses.replace(settings, host_keys=tuple(current.config.get("host_keys", ())))
-    config = _sftp_config(keyring, storage_id, settings, current.config)
-    record = StorageRecord(storage_id, _display_name(name, storage_id), "sftp", config)
-    update_storage(db, record)
-    return record
+
+    def config_of(current: StorageRecord) -> dict:
+        kept_keys = settings.host_keys or tuple(current.config.get("host_keys", ()))
+        changed = dataclasses.replace(settings, host_keys=kept_keys)
+        return _sftp_config(keyring, storage_id, changed, current.config)
+
+    return save_storage(db, storage_id, "sftp", name, config_of, new=False)
 
 
 def trust_host_key(db: Database, storage_id: str, key: str) -> StorageRecord:
@@ -130,21 +130,22 @@ def add_webdav_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: WebDAVSettings, name: str | None = None
 ) -> StorageRecord:
     """Register a WebDAV folder; the password is stored sealed by the master key."""
-    _check_new_id(db, storage_id)
-    config = _webdav_config(keyring, storage_id, settings, {})
-    record = StorageRecord(storage_id, _display_name(name, storage_id), "webdav", config)
-    insert_storage(db, record)
-    return record
+
+    def config_of(_: None) -> dict:
+        return _webdav_config(keyring, storage_id, settings, {})
+
+    return save_storage(db, storage_id, "webdav", name, config_of, new=True)
 
 
 def update_webdav_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: WebDAVSettings, name: str | None = None
 ) -> StorageRecord:
-    current = _existing(db, storage_id, "webdav")
-    config = _webdav_config(keyring, storage_id, settings, current.config)
-    record = StorageRecord(storage_id, _display_name(name, storage_id), "webdav", config)
-    update_storage(db, record)
-    return record
+    """Change a WebDAV storage; an empty password keeps the stored one."""
+
+    def config_of(current: StorageRecord) -> dict:
+        return _webdav_config(keyring, storage_id, settings, current.config)
+
+    return save_storage(db, storage_id, "webdav", name, config_of, new=False)
 
 
 def describe_remote(record: StorageRecord) -> str:

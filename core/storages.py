@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,6 +61,27 @@ def _existing(db: Database, storage_id: str, kind: str) -> StorageRecord:
     return record
 
 
+def save_storage(
+    db: Database,
+    storage_id: str,
+    kind: str,
+    name: str | None,
+    config_of: Callable[[StorageRecord | None], dict],
+    new: bool,
+) -> StorageRecord:
+    """A storage registered (`new`) or changed in place, its id and links kept: `config_of` makes
+    its settings as stored from the record they replace (None for a new one), so that secrets left
+    empty keep the sealed ones."""
+    if new:
+        _check_new_id(db, storage_id)
+        current = None
+    else:
+        current = _existing(db, storage_id, kind)
+    record = StorageRecord(storage_id, _display_name(name, storage_id), kind, config_of(current))
+    (insert_storage if new else update_storage)(db, record)
+    return record
+
+
 SHARED_MOUNT_REQUIRED = (
     "Several hosts share this install's database (PostgreSQL), and a link minted on one may be served"
     " or resumed by another: a local folder can be a storage only if every host sees it at this path,"
@@ -106,12 +128,7 @@ def add_local_storage(
     placement: LocalPlacement = LocalPlacement(),
 ) -> StorageRecord:
     """Register a folder; it is created when missing."""
-    _check_new_id(db, storage_id)
-    record = StorageRecord(
-        storage_id, _display_name(name, storage_id), "local", _local_config(path, placement)
-    )
-    insert_storage(db, record)
-    return record
+    return save_storage(db, storage_id, "local", name, lambda _: _local_config(path, placement), new=True)
 
 
 def update_local_storage(
@@ -122,12 +139,7 @@ def update_local_storage(
     placement: LocalPlacement = LocalPlacement(),
 ) -> StorageRecord:
     """Point a local storage elsewhere or rename it; its id and links stay."""
-    _existing(db, storage_id, "local")
-    record = StorageRecord(
-        storage_id, _display_name(name, storage_id), "local", _local_config(path, placement)
-    )
-    update_storage(db, record)
-    return record
+    return save_storage(db, storage_id, "local", name, lambda _: _local_config(path, placement), new=False)
 
 
 def _s3_config(
@@ -152,23 +164,22 @@ def add_s3_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: S3Settings, name: str | None = None
 ) -> StorageRecord:
     """Register a bucket; the secret key is stored sealed by the master key, never in clear."""
-    _check_new_id(db, storage_id)
-    record = StorageRecord(
-        storage_id, _display_name(name, storage_id), "s3", _s3_config(keyring, storage_id, settings)
-    )
-    insert_storage(db, record)
-    return record
+
+    def config_of(_: None) -> dict:
+        return _s3_config(keyring, storage_id, settings)
+
+    return save_storage(db, storage_id, "s3", name, config_of, new=True)
 
 
 def update_s3_storage(
     db: Database, keyring: Keyring, storage_id: str, settings: S3Settings, name: str | None = None
 ) -> StorageRecord:
     """Change a bucket's settings; an empty secret keeps the one stored, so it never has to be shown."""
-    current = _existing(db, storage_id, "s3")
-    config = _s3_config(keyring, storage_id, settings, current.config.get("secret_access_key"))
-    record = StorageRecord(storage_id, _display_name(name, storage_id), "s3", config)
-    update_storage(db, record)
-    return record
+
+    def config_of(current: StorageRecord) -> dict:
+        return _s3_config(keyring, storage_id, settings, current.config.get("secret_access_key"))
+
+    return save_storage(db, storage_id, "s3", name, config_of, new=False)
 
 
 def describe_storage(record: StorageRecord) -> str:
