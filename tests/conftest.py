@@ -25,6 +25,7 @@ from db import close_pool, connect
 from db.storages import StorageRecord, get_storage, insert_storage
 from encryption.format import encrypt_stream, new_header
 from encryption.keys import profile_names
+from storage.local import LocalStorage
 from storage.s3 import S3Settings
 from tests.postgres_server import PostgresServer
 
@@ -274,6 +275,20 @@ def live_server(tmp_path_factory):
     server = LiveServer(base / "instance", base / "backups").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def scans(monkeypatch) -> list[bool]:
+    """Every scan a local storage makes from now on, as whether it looked at each entry (a fresh
+    scan by size or date does; one by name, or the names read again for a patch, does not)."""
+    made, real_scan = [], LocalStorage.scan
+
+    def recorded(self, folder="", stats=False):
+        made.append(stats)
+        return real_scan(self, folder, stats)
+
+    monkeypatch.setattr(LocalStorage, "scan", recorded)
+    return made
 
 
 @pytest.fixture

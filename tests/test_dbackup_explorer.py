@@ -144,21 +144,6 @@ def expected_names(folder) -> list[str]:
     return sorted(n for n in names if not (dbackup.is_sidecar(n) and dbackup.backup_name(n) in names))
 
 
-@pytest.fixture
-def scans(monkeypatch) -> list[bool]:
-    """Scans are kept although their folder changed a moment ago; every scan made is recorded, as
-    whether it looked at each entry (a fresh scan by size or date does, a patch reads names only)."""
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
-    made, real_scan = [], LocalStorage.scan
-
-    def recorded(self, folder="", stats=False):
-        made.append(stats)
-        return real_scan(self, folder, stats)
-
-    monkeypatch.setattr(LocalStorage, "scan", recorded)
-    return made
-
-
 @pytest.mark.parametrize("watched", [True, False], ids=["watched", "unwatched"])
 @pytest.mark.parametrize("sort", ["size", "date"])
 def test_a_kept_scan_patched_name_by_name_folds_as_a_fresh_scan_would(
@@ -166,6 +151,7 @@ def test_a_kept_scan_patched_name_by_name_folds_as_a_fresh_scan_would(
 ):
     """A folder large enough to be kept: backups and sidecars come and go in every order of arrival,
     followed by the folder's inotify watch, or (unwatched, as on NFS) by reading its names again."""
+    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
     if not watched:
         monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset())
     backups.mkdir(parents=True, exist_ok=True)

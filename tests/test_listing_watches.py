@@ -39,19 +39,6 @@ def kept_scans(monkeypatch):
 
 
 @pytest.fixture
-def scans(monkeypatch) -> list[bool]:
-    """Every scan the local storage makes from now on, as whether it looked at each entry."""
-    made, real_scan = [], LocalStorage.scan
-
-    def recorded(self, folder="", stats=False):
-        made.append(stats)
-        return real_scan(self, folder, stats)
-
-    monkeypatch.setattr(LocalStorage, "scan", recorded)
-    return made
-
-
-@pytest.fixture
 def folder(tmp_path) -> Path:
     return listing_folder(tmp_path / "root", COUNT)
 
