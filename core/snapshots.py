@@ -7,37 +7,29 @@ ctime) stays, which any name added, removed or renamed moves. Sizes and dates ch
 a scan's sizes and dates serve KEEP_SECONDS at most, as does any scan of S3, where nothing short of
 listing tells that a prefix changed.
 
-When a local folder's version moves, its kept scan is patched rather than redone: the names are read
-again (one pass of getdents, no stat per name), compared with the kept ones, and only the names that
-came are looked at. Rows of names that went are dropped from each order, rows of names that came are
-inserted where they belong, and every other row keeps its place: no sort, no stat of the 100,000
-names that stayed. Their sizes and dates are as old as the scan they came from (KEEP_SECONDS at
-most); the rows a page shows are looked at afresh anyway.
-
-Where the folder lies on a local filesystem, its scan also carries an inotify watch
-(storage/watching.py), set before the folder is read: each page asks it which names came, went or
-changed, and only those are looked at again, so a change costs a stat per name changed, with no
-read of the folder, and sizes and dates stay current (a scan looks at them all again after
-WATCHED_SECONDS, for the changes no watch sees: a write through a hard link elsewhere, or mmap).
-A watch that loses track leaves its scan to be checked by the folder's version, as above.
+A kept scan is brought up to date rather than redone (core/patches.py). Where the folder lies on a
+local filesystem, its scan carries an inotify watch (storage/watching.py), set before the folder is
+read: each page asks it which names came, went or changed, and only those are looked at again, so
+sizes and dates stay current too (a scan looks at them all again after WATCHED_SECONDS, for the
+changes no watch sees: a write through a hard link elsewhere, or mmap). Elsewhere, or once a watch
+loses track, a moved version means the names are read again (one pass of getdents, no stat per
+name) and only those that came are looked at; sizes and dates of the others are then as old as the
+scan they came from (KEEP_SECONDS at most). The rows a page shows are looked at afresh anyway.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from itertools import compress
 from threading import Lock
 
-from core.folding import fold_entries, fold_partners, folded_scan, path_of
+from core.folding import folded_scan
 from core.offloading import in_background, off_the_hub
-from core.orderings import Ordering, Sort, ordering, patched_ordering
-from storage.base import Entry, FolderScan, Storage, StorageError
+from core.orderings import Ordering, Sort, ordering
+from core.patches import Contents, contents, followed, patched, watched
+from storage.base import FolderScan, Storage, StorageError
 from storage.watching import FolderWatch
 
 log = logging.getLogger(__name__)
@@ -56,28 +48,6 @@ KEEP_ROWS = 250_000  # the rows one process keeps, all folders together (about 1
 PATCH_LIMIT = 2000
 PREFETCH = True  # see prefetch_sizes(); the tests that count scans turn it off
 DEAD_SHARE = 0.25  # rows of names that went, as a share of a scan's rows, before it is scanned afresh
-
-
-@dataclass(frozen=True)
-class Contents:
-    names: set[str]
-    folders: set[str]  # those of the names that are folders
-
-    def kinds_kept(self, other: Contents) -> bool:
-        """Whether every name in both is of the same kind (file or folder) in both."""
-        return self.folders & other.names == other.folders & self.names
-
-
-def contents(scan: FolderScan, dead: frozenset[int] = frozenset()) -> Contents:
-    """The names of a scanned folder, those that went since left out."""
-    names = scan.names
-    if dead:
-        alive = bytearray(b"\1") * len(scan)
-        for row in dead:
-            alive[row] = 0
-        names = compress(names, alive)
-    folder_rows = compress(range(len(scan)), scan.folders)
-    return Contents(set(names), {scan.names[row] for row in folder_rows if row not in dead})
 
 
 @dataclass
@@ -132,8 +102,11 @@ class Snapshot:
 
     def patchable(self, stats: bool, now: float, limit: float) -> bool:
         """Whether this scan can be brought up to date by a patch (a local folder's, not too old)."""
-        fresh_enough = len(self.dead) < DEAD_SHARE * len(self.scan)
-        return self.scan.version is not None and self.stats_young(stats, now, limit) and fresh_enough
+        return self.scan.version is not None and self.stats_young(stats, now, limit) and self.mostly_alive()
+
+    def mostly_alive(self) -> bool:
+        """Whether few enough of its rows are of names that went for it to be worth patching."""
+        return len(self.dead) < DEAD_SHARE * len(self.scan)
 
     def contents(self) -> Contents:
         if self.known is None:
@@ -150,98 +123,6 @@ class Snapshot:
     def close(self) -> None:
         if self.watch is not None:
             self.watch.close()
-
-
-def live_rows_named(scan: FolderScan, names: set[str], dead: frozenset[int]) -> set[int]:
-    if not names:
-        return set()
-    return {row for row, name in enumerate(scan.names) if name in names and row not in dead}
-
-
-def extended(column: array | None, values: Iterable) -> array | None:
-    return None if column is None else column + array(column.typecode, values)
-
-
-def appended(scan: FolderScan, entries: list[Entry], fresh: FolderScan) -> FolderScan:
-    """`scan` with a row for each of `entries` at its end, and the version of `fresh`."""
-    return replace(
-        scan,
-        names=scan.names + [entry.name for entry in entries],
-        folders=scan.folders + bytearray(entry.is_dir for entry in entries),
-        sizes=extended(scan.sizes, (entry.size for entry in entries)),
-        mtimes=extended(scan.mtimes, (entry.mtime for entry in entries)),
-        version=fresh.version,
-        changed_at=fresh.changed_at,
-    )
-
-
-def patched(storage: Storage, kept: Snapshot, now: float) -> Snapshot | None:
-    """`kept` brought up to the folder as it is now, or None where too much changed for a patch to
-    be worth it (or a name that stayed became a folder, or a folder a file: its rows would move)."""
-    scan = kept.scan
-    with watched(storage, scan.folder) as watch:
-        folded = off_the_hub(folded_scan, storage, scan.folder)
-    fresh = folded.scan
-    listed, known = contents(fresh), kept.contents()
-    went, came = known.names - listed.names, sorted(listed.names - known.names)
-    if len(went) + len(came) > PATCH_LIMIT or not listed.kinds_kept(known):
-        if watch is not None:
-            watch.close()
-        return None
-    gone = live_rows_named(scan, went, kept.dead)
-    entries = looked_at(storage, scan.folder, came)
-    columns = appended(scan, entries, fresh)
-    rows = range(len(scan), len(columns))
-    orderings = {
-        sort: patched_ordering(storage, columns, sort, ordering, gone, rows)
-        for sort, ordering in kept.orderings.items()
-    }
-    vanished = set(came) - {entry.name for entry in entries}  # between reading the names and the stat
-    known = Contents(listed.names - vanished, listed.folders - vanished)
-    return Snapshot(columns, now, kept.stats_at, kept.dead | gone, orderings, known, folded.sidecars, watch)
-
-
-def followed(storage: Storage, kept: Snapshot, touched: set[str]) -> Snapshot | None:
-    """`kept` with the names its watch saw change looked at again: the rows of those that went
-    dropped, those that came or changed inserted where they belong, every other row in its place.
-    None where too many rows went for the scan to be kept."""
-    scan = kept.scan
-    names = fold_partners(touched)
-    gone = live_rows_named(scan, names, kept.dead)
-    if len(kept.dead) + len(gone) >= DEAD_SHARE * len(scan):
-        return None
-    entries, folded = fold_entries(looked_at(storage, scan.folder, sorted(names)))
-    columns = appended(scan, entries, scan)
-    rows = range(len(scan), len(columns))
-    orderings = {
-        sort: patched_ordering(storage, columns, sort, ordering, gone, rows)
-        for sort, ordering in kept.orderings.items()
-    }
-    sidecars = kept.sidecars - {path_of(scan.folder, name) for name in names} | folded
-    known = kept.known and Contents(
-        kept.known.names - names | {entry.name for entry in entries},
-        kept.known.folders - names | {entry.name for entry in entries if entry.is_dir},
-    )
-    dead = kept.dead | gone
-    return Snapshot(columns, kept.taken_at, kept.stats_at, dead, orderings, known, sidecars, kept.watch)
-
-
-def looked_at(storage: Storage, folder: str, names: list[str]) -> list[Entry]:
-    """The entries of those of `names` that are in the folder now."""
-    return storage.scan_entries(FolderScan(folder, names, bytearray(len(names))), range(len(names)))
-
-
-@contextmanager
-def watched(storage: Storage, folder: str) -> Iterator[FolderWatch | None]:
-    """A watch on the folder for the block that reads it, set first: no change after the reading
-    is missed. Closed again if the reading fails."""
-    watch = storage.watch(folder)
-    try:
-        yield watch
-    except BaseException:
-        if watch is not None:
-            watch.close()
-        raise
 
 
 class Snapshots:
@@ -314,10 +195,11 @@ def brought_up_to_watch(storage: Storage, key: tuple[str, str], kept: Snapshot) 
         touched = kept.watch.changes() if kept.watch is not None else None
         if touched is not None and not touched:
             return kept
-        fresh = (
-            followed(storage, kept, touched) if touched is not None and len(touched) <= PATCH_LIMIT else None
-        )
-        fresh = fresh or replace(kept, watch=None)
+        fresh = None
+        if touched is not None and len(touched) <= PATCH_LIMIT:
+            fresh = followed(storage, kept, touched)
+        if fresh is None or not fresh.mostly_alive():
+            fresh = replace(kept, watch=None)
         snapshots.put(key, fresh)
         return fresh
 
@@ -326,7 +208,9 @@ def brought_up_to_date(
     storage: Storage, folder: str, kept: Snapshot | None, stats: bool, now: float, limit: float
 ) -> Snapshot:
     """`kept` patched where it can be, else a new scan."""
-    fresh = patched(storage, kept, now) if kept is not None and kept.patchable(stats, now, limit) else None
+    fresh = None
+    if kept is not None and kept.patchable(stats, now, limit):
+        fresh = patched(storage, kept, now, PATCH_LIMIT)
     return fresh or scanned(storage, folder, stats, now)
 
 
