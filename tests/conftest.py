@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from app import create_app
+from core import snapshots
 from core.accounts import create_user
 from core.links import LinkRequest, create_link
 from core.storages import add_s3_storage
@@ -278,6 +281,15 @@ def live_server(tmp_path_factory):
 
 
 @pytest.fixture
+def no_kept_scans(monkeypatch):
+    """No folder scan kept from another test, and none made in the background to outlive this one."""
+    monkeypatch.setattr(snapshots, "PREFETCH", False)
+    snapshots.snapshots.clear()
+    yield
+    snapshots.snapshots.clear()
+
+
+@pytest.fixture
 def scans(monkeypatch) -> list[bool]:
     """Every scan a local storage makes from now on, as whether it looked at each entry (a fresh
     scan by size or date does; one by name, or the names read again for a patch, does not)."""
@@ -291,16 +303,22 @@ def scans(monkeypatch) -> list[bool]:
     return made
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 4 MiB tmpfs to fill (mounting it needs root): a data dir on it runs out of space at will."""
-    mountpoint = tmp_path / "small-disk"
+@contextmanager
+def tmpfs_mounted(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` ("4m") mounted at `mountpoint` for the block (mounting needs root)."""
     mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs to fill: a data dir on it runs out of space at will."""
+    with tmpfs_mounted(tmp_path / "small-disk", "4m") as mountpoint:
+        yield mountpoint
 
 
 @pytest.fixture(scope="module")

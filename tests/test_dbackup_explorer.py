@@ -22,13 +22,7 @@ from tests.helpers import every_entry
 HX = {"HX-Request": "true"}
 SHOP = "shop-2026-11-30.sql.gz.enc"
 
-
-@pytest.fixture(autouse=True)
-def no_kept_scans(monkeypatch):
-    monkeypatch.setattr(snapshots, "PREFETCH", False)
-    snapshots.snapshots.clear()
-    yield
-    snapshots.snapshots.clear()
+pytestmark = pytest.mark.usefixtures("no_kept_scans")
 
 
 @pytest.fixture

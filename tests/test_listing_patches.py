@@ -28,15 +28,11 @@ ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
 
 
 @pytest.fixture(autouse=True)
-def kept_scans(monkeypatch):
+def kept_scans(monkeypatch, no_kept_scans):
     """Scans kept although their folder changed a moment ago, as they would be a second later, and
     no folder watched."""
     monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset())
     monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
-    monkeypatch.setattr(snapshots, "PREFETCH", False)
-    snapshots.snapshots.clear()
-    yield
-    snapshots.snapshots.clear()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the folder is read again, as an unwatched one is (tests/test_listing_patches.py)
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from storage import watching
 from storage.base import UnsafePath
 from storage.local import LocalStorage
 from storage.watching import filesystem_of, watcher
+from tests.conftest import tmpfs_mounted
 from tests.helpers import (
     change_names,
     every_entry,
@@ -29,13 +29,7 @@ from tests.helpers import (
 COUNT = 1500
 ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
 
-
-@pytest.fixture(autouse=True)
-def kept_scans(monkeypatch):
-    monkeypatch.setattr(snapshots, "PREFETCH", False)
-    snapshots.snapshots.clear()
-    yield
-    snapshots.snapshots.clear()
+pytestmark = pytest.mark.usefixtures("no_kept_scans")
 
 
 @pytest.fixture
@@ -96,15 +90,10 @@ def test_a_file_that_became_a_folder_moves_to_the_folders(folder, scans):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A tmpfs mounted for the test (mounting needs root), where a file's creation costs little."""
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mountpoint)], check=True)
-    try:
+    """A tmpfs, where a file's creation costs little."""
+    with tmpfs_mounted(tmp_path / "tmpfs", "64m") as mountpoint:
         yield mountpoint
-    finally:
         snapshots.snapshots.clear()  # its watches, before it goes
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def test_an_overflowed_kernel_queue_means_the_folder_is_read_again(tmpfs, scans):
@@ -191,22 +180,17 @@ def test_folders_on_a_filesystem_inotify_cannot_follow_get_no_watch(folder, scan
 
 
 def test_the_filesystem_of_a_folder_is_that_of_its_own_mount(tmp_path):
-    mountpoint = tmp_path / "mounted"
-    mountpoint.mkdir()
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
         outer = filesystem_of(fd)
     finally:
         os.close(fd)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
-    try:
+    with tmpfs_mounted(tmp_path / "mounted", "1m") as mountpoint:
         fd = os.open(mountpoint, os.O_RDONLY)
         try:
             assert filesystem_of(fd) == "tmpfs"
         finally:
             os.close(fd)
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
     assert outer in watching.LOCAL_FILESYSTEMS
 
 

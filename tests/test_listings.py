@@ -33,13 +33,7 @@ HX = {"HX-Request": "true"}
 ROW = re.compile(r'(?:class="file-name"><bdi>|</svg> <bdi>)([^<]*)</bdi>')
 NEXT = re.compile(r'<a href="([^"]+)" hx-get="[^"]+"\s*>Next →</a>')
 
-
-@pytest.fixture(autouse=True)
-def no_kept_scans(monkeypatch):
-    monkeypatch.setattr(snapshots, "PREFETCH", False)  # no scan in the background outlives a test
-    snapshots.snapshots.clear()
-    yield
-    snapshots.snapshots.clear()
+pytestmark = pytest.mark.usefixtures("no_kept_scans")
 
 
 def write_big_folder(folder) -> list[tuple[str, bool, int, float]]:
