@@ -238,11 +238,10 @@ def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
     return snapshot
 
 
-def sorted_scan(storage: Storage, folder: str, sorts: list[Sort]) -> Snapshot:
+def sorted_scan(storage: Storage, folder: str, sorts: list[Sort], watch: FolderWatch | None) -> Snapshot:
     """A scan with sizes and dates, in the orders `sorts` already (those the scan it replaces had,
     so that the next page finds them made): all of it work for a thread of its own."""
-    with watched(storage, folder) as watch:
-        folded = folded_scan(storage, folder, stats=True)
+    folded = folded_scan(storage, folder, stats=True)
     snapshot = Snapshot(folded.scan, time.time(), sidecars=folded.sidecars, watch=watch)
     for sort in sorts:
         snapshot.ordering(storage, sort)
@@ -264,7 +263,9 @@ def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
         try:
             kept = snapshots.get(key)
             sorts = list(kept.orderings) if kept is not None else []
-            kept_if_worth_it(key, off_the_hub(sorted_scan, storage, key[1], sorts))
+            with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
+                snapshot = off_the_hub(sorted_scan, storage, key[1], sorts, watch)
+            kept_if_worth_it(key, snapshot)
         except StorageError as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
         finally:
