@@ -38,7 +38,7 @@ KEEP_SECONDS = 30.0
 # Sizes and dates older than KEEP_SECONDS still order a local folder's pages while a scan made in
 # the background looks at them again, up to this age: beyond it, the page waits for that scan.
 STALE_SECONDS = 300.0
-WATCHED_SECONDS = 600.0  # a watched folder's sizes and dates follow its changes; KEEP_SECONDS then
+WATCHED_SECONDS = 600.0  # as KEEP_SECONDS for a watched folder, whose sizes and dates follow its changes
 # Timestamps move in ticks: a folder changed just before its scan may change again within the same
 # tick without its version moving, so such a scan serves its own request and is not kept.
 RACY_SECONDS = 1.0
