@@ -192,7 +192,9 @@ def brought_up_to_watch(storage: Storage, key: tuple[str, str], kept: Snapshot) 
     changed), without its watch, to be checked by the folder's version like any other."""
     with following:
         kept = snapshots.get(key) or kept  # a page before this one may have applied some already
-        touched = kept.watch.changes() if kept.watch is not None else None
+        if kept.watch is None:  # that page found the watch had lost track
+            return kept
+        touched = kept.watch.changes()
         if touched is not None and not touched:
             return kept
         fresh = None
@@ -233,7 +235,7 @@ def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
     snapshot still serves the page that made it)."""
     if snapshot.worth_keeping():
         snapshots.put(key, snapshot)
-    elif snapshots.get(key) is None or snapshots.get(key).watch is not snapshot.watch:
+    elif (current := snapshots.get(key)) is None or current.watch is not snapshot.watch:
         snapshot.close()
     return snapshot
 

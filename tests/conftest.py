@@ -30,7 +30,7 @@ from encryption.format import encrypt_stream, new_header
 from encryption.keys import profile_names
 from storage.local import LocalStorage
 from storage.s3 import S3Settings
-from tests.postgres_server import PostgresServer
+from tests.postgres_server import cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MASTER_KEY = "b25jZWxpbmsgdGVzdHMgc2hhcmUgdGhpcyBrZXkhISE="  # 32 bytes, base64: tests only
@@ -74,13 +74,8 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL cluster for the session, with a migrated template to copy databases from."""
-    server = PostgresServer(free_port()).start()
-    try:
-        server.make_template()
+    with cluster(free_port()) as server:
         yield server
-    finally:
-        server.stop()
-        server.remove()
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +104,20 @@ class PostgresServer:
         name = f"test_{os.getpid()}_{next(_numbers)}"
         self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {TEMPLATE}" if migrated else ""))
         return self.url(name)
+
+
+@contextmanager
+def cluster(port: int) -> Iterator[PostgresServer]:
+    """A cluster started on `port`, with a migrated template to copy databases from; stopped (unless
+    the test stopped it already) and removed after the block."""
+    server = PostgresServer(port).start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        if (server.data / "postmaster.pid").exists():
+            server.stop()
+        server.remove()
 
 
 def wait_until_accepting(url: str, seconds: float = 30) -> None:

@@ -36,7 +36,7 @@ from tests.helpers import (
     wait_for,
     wget_killed_then_continued,
 )
-from tests.postgres_server import PostgresServer
+from tests.postgres_server import cluster
 
 DATA = os.urandom(MIB) * 6 + os.urandom(4321)
 
@@ -218,14 +218,8 @@ def test_failed_tokens_count_against_the_limit_on_every_host(pair):
 @pytest.fixture
 def own_postgres():
     """A cluster of this test's own, to stop and start again."""
-    server = PostgresServer(free_port()).start()
-    try:
-        server.make_template()
+    with cluster(free_port()) as server:
         yield server
-    finally:
-        if (server.data / "postmaster.pid").exists():
-            server.stop()
-        server.remove()
 
 
 def downloaded(url: str, target, statuses: list[int]) -> bool:
