@@ -38,19 +38,27 @@ class Page:
 
 
 class Listing:
-    """One order of one scan, filtered: position 0 is the first entry shown."""
+    """One order of one scan, filtered: position 0 is the first entry shown. For a first page of
+    `first` rows, unfiltered, in an order not sorted yet, it holds that page's rows alone: the page
+    costs a selection, not a sort of the folder (Snapshot.head)."""
 
-    def __init__(self, storage: Storage, snapshot: Snapshot, order: Order):
+    def __init__(self, storage: Storage, snapshot: Snapshot, order: Order, first: int = 0):
         self.storage, self.scan, self.order = storage, snapshot.scan, order
         self.sidecars = snapshot.sidecars
-        self.ordering = snapshot.ordering(storage, order.sort)
         self.grouped = folders_first(storage, order.sort)
         self.needle = order.filter.casefold()
+        self.first = None
+        if first and not self.needle:
+            self.first = snapshot.head(storage, order.sort, first, order.descending)
+        self.ordering = snapshot.ordering(storage, order.sort) if self.first is None else None
+        self.count = snapshot.live_count() if self.ordering is None else len(self.ordering.rows)
 
     def __len__(self) -> int:
-        return len(self.ordering.rows)
+        return self.count
 
     def row(self, position: int) -> int:
+        if self.first is not None:  # a first page asks for no position beyond its own
+            return self.first[position]
         rows, split = self.ordering.rows, self.ordering.split
         if not self.order.descending:
             return rows[position]
@@ -108,7 +116,7 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
     if in_store_order(storage, order):
         return _store_page_at(storage, storage_id, folder, offset, limit)
     snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME)
-    listing = Listing(storage, snapshot, order)
+    listing = Listing(storage, snapshot, order, first=limit if offset <= 0 else 0)
     prefetch_sizes(storage, snapshot)  # a person browsing: the next order asked may well need them
     rows = list(listing.rows_from(0)) if listing.needle else None
     total = len(rows) if rows is not None else len(listing)
@@ -132,7 +140,8 @@ def page_after(
     after = decode_cursor(cursor, identity) if cursor else None
     if in_store_order(storage, order):
         return _store_page(storage, identity, folder, after, limit)
-    listing = Listing(storage, snapshot_of(storage, folder, order.sort is not Sort.NAME), order)
+    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME)
+    listing = Listing(storage, snapshot, order, first=0 if after else limit + 1)
     start = listing.start_after(after) if after else 0
     rows = list(islice(listing.rows_from(start), limit + 1))
     shown = rows[:limit]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from bisect import insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import compress
 
-from storage.base import FolderScan, Storage
+from storage.base import FolderScan, Storage, casefolded_name_key
 
 
 class Sort(StrEnum):
@@ -32,13 +33,47 @@ def folders_first(storage: Storage, sort: Sort) -> bool:
     return sort is not Sort.NAME or not storage.pages_by_name
 
 
-def ordering(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]) -> Ordering:
-    """Sorted one key at a time, each sort stable, so no tuple per row is ever built."""
-    keys = list(map(storage.name_key, scan.names, scan.folders))
-    rows = sorted(rows, key=keys.__getitem__)
+def coarse_name_keys(storage: Storage, names: Sequence[str], folders: Sequence[int]) -> list:
+    """Keys in the order of the names' sort keys, ties allowed: the casefolded names where the sort
+    key is casefolded_name_key (whose exact name only breaks ties), which cost a C loop rather than a
+    string built per name. A name holding NUL, as no file name can, would break that: exact keys then."""
+    if storage.name_key is casefolded_name_key and "\0" not in "".join(names):
+        return list(map(str.casefold, names))
+    return list(map(storage.name_key, names, folders))
+
+
+def name_keys(storage: Storage, names: Sequence[str], folders: Sequence[int]) -> list:
+    """Keys that order the names as their sort keys do, without ties: the coarse keys where those
+    have none (no two names the same but for case)."""
+    if storage.name_key is casefolded_name_key:
+        keys = coarse_name_keys(storage, names, folders)
+        if len(set(keys)) == len(keys):
+            return keys
+    return list(map(storage.name_key, names, folders))
+
+
+def ascending(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]) -> list[int]:
+    """`rows` by the order's value, then by name: one key at a time, each sort stable, so no tuple
+    per row is ever built."""
+    rows = list(rows)
+    if 2 * len(rows) < len(scan):  # a few rows: keys for those alone
+        picked = name_keys(storage, [scan.names[row] for row in rows], [scan.folders[row] for row in rows])
+        keys = dict(zip(rows, picked, strict=True))
+    else:
+        keys = name_keys(storage, scan.names, scan.folders)
+    rows.sort(key=keys.__getitem__)
     del keys
     if sort is not Sort.NAME:
-        rows.sort(key=(scan.sizes if sort is Sort.SIZE else scan.mtimes).__getitem__)
+        rows.sort(key=values_of(scan, sort).__getitem__)
+    return rows
+
+
+def values_of(scan: FolderScan, sort: Sort) -> array:
+    return scan.sizes if sort is Sort.SIZE else scan.mtimes
+
+
+def ordering(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]) -> Ordering:
+    rows = ascending(storage, scan, sort, rows)
     if not folders_first(storage, sort):
         return Ordering(array("I", rows), len(rows))
     return grouped(rows, scan.folders)
@@ -47,18 +82,52 @@ def ordering(storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int]
 FILE_ROWS = bytes.maketrans(b"\0\1", b"\1\0")
 
 
-def grouped(rows: list[int], folders: bytearray) -> Ordering:
-    """The folders' rows first, each group in the order `rows` has it (C loops: no Python per row)."""
+def groups(rows: list[int], folders: bytearray) -> tuple[list[int], list[int]]:
+    """The folders' rows and the files', each in the order `rows` has it (C loops: no Python per row)."""
     if 1 not in folders:  # most folders of backups hold no folder
-        return Ordering(array("I", rows), 0)
+        return [], rows
     is_folder = bytes(map(folders.__getitem__, rows))
-    first = array("I", compress(rows, is_folder))
-    return Ordering(first + array("I", compress(rows, is_folder.translate(FILE_ROWS))), len(first))
+    return list(compress(rows, is_folder)), list(compress(rows, is_folder.translate(FILE_ROWS)))
+
+
+def grouped(rows: list[int], folders: bytearray) -> Ordering:
+    """The folders' rows first, each group in the order `rows` has it."""
+    first, second = groups(rows, folders)
+    return Ordering(array("I", first) + array("I", second), len(first))
+
+
+def head(
+    storage: Storage, scan: FolderScan, sort: Sort, rows: Iterable[int], count: int, descending: bool
+) -> list[int]:
+    """The first `count` rows of the order as a page shows them, without sorting the whole folder:
+    one pass finds the rows that can be among them (heapq's selection), and only those are sorted."""
+    rows = list(rows)
+    shown: list[int] = []
+    for group in groups(rows, scan.folders) if folders_first(storage, sort) else (rows,):
+        shown += _first_of(storage, scan, sort, group, count - len(shown), descending)
+    return shown
+
+
+def _first_of(
+    storage: Storage, scan: FolderScan, sort: Sort, group: list[int], count: int, descending: bool
+) -> list[int]:
+    """The first `count` rows of one group; those tied with the last of them are all sorted."""
+    if count <= 0:
+        return []
+    if count < len(group):
+        if sort is Sort.NAME:
+            leading = list(map(coarse_name_keys(storage, scan.names, scan.folders).__getitem__, group))
+        else:
+            leading = list(map(values_of(scan, sort).__getitem__, group))
+        edge = (heapq.nlargest if descending else heapq.nsmallest)(count, leading)[-1]
+        group = list(compress(group, map(edge.__le__ if descending else edge.__ge__, leading)))
+    rows = ascending(storage, scan, sort, group)
+    return (rows[::-1] if descending else rows)[:count]
 
 
 def sort_key(storage: Storage, scan: FolderScan, sort: Sort) -> Callable[[int], tuple]:
     """One row's place within its group, as ordering() sorts it."""
-    values = {Sort.SIZE: scan.sizes, Sort.DATE: scan.mtimes}.get(sort)
+    values = None if sort is Sort.NAME else values_of(scan, sort)
     return lambda row: (values[row] if values else 0, storage.name_key(scan.names[row], scan.folders[row]))
 
 

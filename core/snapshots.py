@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
 from core.folding import folded_scan
 from core.offloading import in_background, off_the_hub
-from core.orderings import Ordering, Sort, ordering
+from core.orderings import Ordering, Sort, head, ordering
 from core.patches import Contents, contents, followed, patched, watched
 from storage.base import FolderScan, Storage, StorageError
 from storage.watching import FolderWatch
@@ -69,12 +70,29 @@ class Snapshot:
         """How long the sizes and dates serve before they are looked at again."""
         return KEEP_SECONDS if self.watch is None else WATCHED_SECONDS
 
+    def live_rows(self) -> Iterable[int]:
+        rows = range(len(self.scan))
+        return (row for row in rows if row not in self.dead) if self.dead else rows
+
+    def live_count(self) -> int:
+        return len(self.scan) - len(self.dead)
+
     def ordering(self, storage: Storage, sort: Sort) -> Ordering:
-        if sort not in self.orderings:
-            rows = range(len(self.scan))
-            rows = (row for row in rows if row not in self.dead) if self.dead else rows
-            self.orderings[sort] = ordering(storage, self.scan, sort, rows)
-        return self.orderings[sort]
+        made = self.orderings.get(sort)
+        if made is None:
+            made = ordering(storage, self.scan, sort, self.live_rows())
+            self.orderings = {**self.orderings, sort: made}  # a new dict: a patch may be reading the old
+        return made
+
+    def head(self, storage: Storage, sort: Sort, count: int, descending: bool) -> list[int] | None:
+        """The first `count` rows of an order not sorted yet, found without sorting the folder, which
+        is then sorted whole after this request where kept, for the pages after it; None once sorted."""
+        if sort in self.orderings or len(self.scan) < KEEP_FROM:  # a small folder sorts in no time
+            return None
+        first = head(storage, self.scan, sort, self.live_rows(), count, descending)
+        if self.worth_keeping():
+            in_background(lambda: self.ordering(storage, sort), "listing-sort")
+        return first
 
     def stats_young(self, stats: bool, now: float, limit: float) -> bool:
         """Whether the sizes and dates, where the order needs them, are less than `limit` old."""
