@@ -61,10 +61,14 @@ logger_class = RedactingLogger
 def post_worker_init(worker):
     """Each worker sends the queued notifications from a thread of its own (core/notifying.py).
 
-    What the worker loaded to start (the app, boto3's and botocore's modules: over 100,000 objects)
-    lives as long as it does, so the garbage collector is told to leave it out of its passes: a
-    full pass over it took 100 ms here, now and then in the middle of a request."""
+    What the worker loaded to start (the app, boto3's and botocore's modules and S3's service
+    model: over 150,000 objects) lives as long as it does, so the garbage collector is told to
+    leave it out of its passes: a full pass over it took 100 ms here, now and then in the middle of
+    a request, and S3's model loaded later added 20 ms to each."""
+    from storage.s3 import load_service_model  # imported once gevent has patched ssl, as the app is
+
     worker.wsgi.extensions["oncelink_notify"].start()
+    load_service_model()
     gc.freeze()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ import pytest
 
 from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
-from storage.s3 import S3Settings, S3Storage, s3_client
+from storage.s3 import S3Settings, S3Storage, load_service_model, s3_client
 from tests.conftest import add_s3, mint, seal
 from tests.helpers import database_text, every_entry
 from tests.test_storage_local import HOSTILE_PATHS
@@ -296,3 +297,16 @@ def test_in_a_versioned_bucket_a_reader_keeps_to_the_version_it_opened(bucket):
         s3.put_object(Bucket="versioned", Key="kept.bin", Body=new)
         source.seek(1024 * 1024)
         assert source.read() == old[1024 * 1024 :]
+
+
+def test_clients_share_the_service_model_a_worker_loads_as_it_starts():
+    """A client for another storage keeps a thousand objects or so alive rather than S3's whole
+    service model again (some 35,000, each one more for the garbage collector to walk)."""
+    load_service_model()
+    gc.collect()
+    before = len(gc.get_objects())
+    s3_client(
+        S3Settings("other", endpoint_url="http://127.0.0.1:9", access_key_id="a", secret_access_key="b")
+    )
+    gc.collect()
+    assert len(gc.get_objects()) - before < 5000
