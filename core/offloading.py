@@ -33,7 +33,15 @@ def off_the_hub(work: Callable[..., Result], *args, **kwargs) -> Result:
 
 
 def in_background(work: Callable[[], None], name: str) -> None:
-    """`work()` after this request rather than in it: a thread (under gevent, a greenlet)."""
+    """`work()` after this request rather than in it: a thread, or under gevent a greenlet that
+    starts once the request's own greenlet waits (on the network, at the latest once its answer is
+    sent). A patched threading.Thread would not do: its start() waits for the new greenlet to run,
+    which then runs until it waits itself, the request's answer held up meanwhile."""
+    if under_gevent():
+        from gevent import spawn
+
+        spawn(work)
+        return
     threading.Thread(target=work, name=name, daemon=True).start()
 
 
