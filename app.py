@@ -38,6 +38,7 @@ from core.log_lines import log_json_to_stderr, wants_json
 from core.notifying import NotificationSender, NotifySettings
 from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
+from core.shared_scans import shared_scans
 from core.storages import add_local_storage
 from db.postgres import is_postgres
 from db.storages import get_storage
@@ -159,6 +160,7 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     keyring = Keyring(load_master_key(app.config["DATA_DIR"], app.config.get("MASTER_KEY")))
+    shared_scans.keep_in(Path(app.config["DATA_DIR"]) / "scans")  # the process's workers share one data dir
     keeper = LeaseKeeper(app.config["DATABASE"], float(app.config["LEASE_SECONDS"]))
     app.extensions["oncelink_keyring"] = keyring
     app.extensions["oncelink_serving"] = Serving(keyring, keeper, int(app.config["PRESIGN_TTL"]))

@@ -30,6 +30,7 @@ from core.folding import folded_scan
 from core.offloading import in_background, off_the_hub
 from core.orderings import Ordering, Sort, head, ordering
 from core.patches import Contents, contents, followed, patched, watched
+from core.shared_scans import SharedScan, shared_scans
 from storage.base import FolderScan, Storage, StorageError
 from storage.watching import FolderWatch
 
@@ -188,7 +189,7 @@ def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
     worth it). Where the kept sizes and dates are due to be looked at again, a scan in the
     background does it, and they serve meanwhile."""
     key, now = (storage.cache_key, folder), time.time()
-    kept = snapshots.get(key)
+    kept = snapshots.get(key) or shared_scan(key)
     if kept is not None and kept.watch is not None:
         kept = brought_up_to_watch(storage, key, kept)
     limit = KEEP_SECONDS if kept is None else kept.keep_seconds
@@ -245,7 +246,35 @@ def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
 def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
     with watched(storage, folder) as watch:
         folded = off_the_hub(folded_scan, storage, folder, stats=stats)
-    return Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
+    return shared_later(
+        (storage.cache_key, folder), Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
+    )
+
+
+def shared_scan(key: tuple[str, str]) -> Snapshot | None:
+    """The scan another worker (or this one before a restart) made of the folder, kept from now on
+    as if this worker had made it, to be checked and patched as such; None where there is none."""
+    found = shared_scans.load(key)
+    if found is None:
+        return None
+    snapshot = Snapshot(found.scan, found.taken_at, found.stats_at, sidecars=found.sidecars)
+    snapshots.put(key, snapshot)
+    return snapshot
+
+
+def shared_later(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
+    """A fresh scan of a large local folder written for the other workers after this request; not
+    one made less than RACY_SECONDS after the folder changed, whose version may not tell a change."""
+    scan = snapshot.scan
+    if (
+        shared_scans.folder is not None
+        and scan.version is not None
+        and KEEP_FROM <= len(scan) <= KEEP_ROWS
+        and snapshot.taken_at - scan.changed_at > RACY_SECONDS
+    ):
+        shared = SharedScan(scan, snapshot.taken_at, snapshot.stats_at, snapshot.sidecars)
+        in_background(lambda: off_the_hub(shared_scans.save, key, shared), "listing-share")
+    return snapshot
 
 
 def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
@@ -285,7 +314,7 @@ def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
             sorts = list(kept.orderings) if kept is not None else []
             with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
                 snapshot = off_the_hub(sorted_scan, storage, key[1], sorts, watch)
-            kept_if_worth_it(key, snapshot)
+            kept_if_worth_it(key, shared_later(key, snapshot))
         except StorageError as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
         finally:

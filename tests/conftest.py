@@ -23,6 +23,7 @@ from app import create_app
 from core import snapshots
 from core.accounts import create_user
 from core.links import LinkRequest, create_link
+from core.shared_scans import shared_scans
 from core.storages import add_s3_storage
 from db import close_pool, connect
 from db.storages import StorageRecord, get_storage, insert_storage
@@ -277,8 +278,10 @@ def live_server(tmp_path_factory):
 
 @pytest.fixture
 def no_kept_scans(monkeypatch):
-    """No folder scan kept from another test, and none made in the background to outlive this one."""
+    """No folder scan kept from another test, in memory or in a data dir, and none made in the
+    background to outlive this one."""
     monkeypatch.setattr(snapshots, "PREFETCH", False)
+    monkeypatch.setattr(shared_scans, "folder", None)
     snapshots.snapshots.clear()
     yield
     snapshots.snapshots.clear()

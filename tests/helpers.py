@@ -285,6 +285,17 @@ def serving_worker(worker_pids: list[int], server_port: int, client_port: int) -
     raise AssertionError("no worker holds the connection")
 
 
+def inotify_watches(pid: int) -> int:
+    """The inotify watches a process holds, as the kernel lists them in /proc/<pid>/fdinfo."""
+    watches = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            watches += info.read_text().count("inotify wd:")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a descriptor closed meanwhile
+    return watches
+
+
 class KeptConnection:
     """One keep-alive HTTP/1.1 connection for many requests, so one worker answers them all."""
 

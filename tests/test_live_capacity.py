@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 from core.accounts import create_api_key, create_user
@@ -14,9 +15,12 @@ from tests.helpers import (
     MIB,
     KeptConnection,
     SlowCrowd,
+    connection_per_worker,
+    inotify_watches,
     link_record,
     listing_folder,
     make_file,
+    serving_worker,
     wait_for,
     write_file_at,
 )
@@ -101,3 +105,27 @@ def test_a_kept_folder_follows_its_changes_under_gunicorn(start_server):
         assert largest_first()[:2] == ["new-and-larger", "file-00001"]
     finally:
         connection.close()
+
+
+def test_a_scan_one_worker_made_serves_the_other(start_server):
+    """A worker's fresh scan of a large folder is written to the data dir after the page that made
+    it; the other worker's first page of the folder is read from there, checked by the folder's
+    version rather than scanned: the same order, and no watch set, as a scan of its own would."""
+    server = start_server()
+    folder = listing_folder(server.backups / "many", 1200) / "f"
+    wait_for(lambda: time.time() - folder.stat().st_ctime > 1.1, "the folder to be old enough to be shared")
+    _, key = operator(server)
+    scans = Path(server.app.config["DATA_DIR"]) / "scans"
+
+    def largest_first(connection) -> list[str]:
+        target = "/api/storage/local/files?path=many/f&sort=size&order=desc&limit=1000"
+        status, _, body = connection.request("GET", target, {"Authorization": f"Bearer {key}"})
+        assert status == 200
+        return [entry["name"] for entry in json.loads(body)["entries"]]
+
+    with connection_per_worker(server) as connections:
+        scanner, reader = (serving_worker(server.worker_pids(), server.port, c.port) for c in connections)
+        order = largest_first(connections[0])
+        wait_for(lambda: list(scans.glob("*.scan")), "the scan to be written to the data dir")
+        assert largest_first(connections[1]) == order
+        assert (inotify_watches(scanner), inotify_watches(reader)) == (1, 0)

@@ -1,0 +1,154 @@
+"""Folder scans shared by the workers of a host, and kept across restarts, in the data dir.
+
+Each worker keeps its scans in memory (core/snapshots.py), so a page from a worker that has not
+listed a large folder would scan it again, however recently the other worker did: a first page by
+size or date of 100,000 files costs a stat of each. A fresh scan is therefore also written here, and
+a worker with no scan of a folder reads it before scanning. It is the scan as it was when made: its
+names serve while the folder's version holds (and are patched when it moved, like a kept scan's),
+its sizes and dates as long as a kept scan's would since they were looked at.
+
+A file holds one scan: a line of JSON (what it is of, when it was made, its sections' lengths), then
+the names (UTF-8, NUL between them: no file name holds one), the kinds, the sizes and the dates as
+raw arrays. It is written to a temporary file and renamed over the old one, so a reader finds one
+whole scan or another; a file that is not what it says is ignored and overwritten by the next scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.base import FolderScan
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+BUDGET_BYTES = 64 * 1024 * 1024  # all files together, the least recently written removed beyond it
+ENCODING = ("utf-8", "surrogateescape")  # names read from disk may hold bytes no UTF-8 decodes
+
+
+@dataclass(frozen=True)
+class SharedScan:
+    scan: FolderScan
+    taken_at: float  # when the names were read
+    stats_at: float  # when the sizes and dates were
+    sidecars: frozenset[str]  # paths of the backups whose DBackup sidecar is folded in
+
+
+class SharedScans:
+    """The scans in one folder of the data dir; none anywhere until `keep_in` names it."""
+
+    def __init__(self):
+        self.folder: Path | None = None
+
+    def keep_in(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self.folder = folder
+
+    def path_of(self, key: tuple[str, str]) -> Path:
+        digest = hashlib.sha256("\0".join(key).encode(*ENCODING)).hexdigest()[:32]
+        return self.folder / f"{digest}.scan"
+
+    def save(self, key: tuple[str, str], shared: SharedScan) -> None:
+        """Written whole or not at all; an error writing it (a full disk) costs nothing but the file."""
+        if self.folder is None:
+            return
+        try:
+            self._write(self.path_of(key), encoded(key, shared))
+            self._prune()
+        except OSError as exc:
+            log.warning("A folder's scan could not be kept in the data dir: %s", exc)
+
+    def load(self, key: tuple[str, str]) -> SharedScan | None:
+        if self.folder is None:
+            return None
+        try:
+            data = self.path_of(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("A kept folder scan could not be read: %s", exc)
+            return None
+        return decoded(key, data)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _prune(self) -> None:
+        """The least recently written files removed until all fit the budget."""
+        files = []
+        for entry in os.scandir(self.folder):
+            if entry.name.endswith(".scan"):
+                info = entry.stat()
+                files.append((info.st_mtime, info.st_size, entry.path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= BUDGET_BYTES:
+                break
+            Path(path).unlink(missing_ok=True)
+            total -= size
+
+
+def encoded(key: tuple[str, str], shared: SharedScan) -> bytes:
+    scan = shared.scan
+    names = "\0".join(scan.names).encode(*ENCODING)
+    sizes = scan.sizes.tobytes() if scan.sizes is not None else b""
+    mtimes = scan.mtimes.tobytes() if scan.mtimes is not None else b""
+    header = {
+        "format": FORMAT,
+        "key": list(key),
+        "version": scan.version,
+        "changed_at": scan.changed_at,
+        "taken_at": shared.taken_at,
+        "stats_at": shared.stats_at,
+        "rows": len(scan),
+        "stats": scan.sizes is not None,
+        "names_bytes": len(names),
+        "sidecars": sorted(shared.sidecars),
+    }
+    line = json.dumps(header, ensure_ascii=True).encode() + b"\n"
+    return b"".join([line, names, bytes(scan.folders), sizes, mtimes])
+
+
+def decoded(key: tuple[str, str], data: bytes) -> SharedScan | None:
+    """The scan `data` holds, if it is whole and of the folder `key` names; None otherwise."""
+    try:
+        line, _, body = data.partition(b"\n")
+        header = json.loads(line)
+        if header["format"] != FORMAT or header["key"] != list(key):
+            return None
+        rows, names_bytes = header["rows"], header["names_bytes"]
+        stats_bytes = 8 * rows if header["stats"] else 0
+        if len(body) != names_bytes + rows + 2 * stats_bytes:
+            return None
+        names = body[:names_bytes].decode(*ENCODING).split("\0") if rows else []
+        folders = bytearray(body[names_bytes : names_bytes + rows])
+        sizes = mtimes = None
+        if header["stats"]:
+            start = names_bytes + rows
+            sizes = array("q", body[start : start + stats_bytes])
+            mtimes = array("d", body[start + stats_bytes :])
+        if len(names) != rows:
+            return None
+        scan = FolderScan(
+            key[1], names, folders, sizes, mtimes, None, header["version"], header["changed_at"]
+        )
+        return SharedScan(scan, header["taken_at"], header["stats_at"], frozenset(header["sidecars"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+shared_scans = SharedScans()
