@@ -25,12 +25,13 @@ def files_path(storage: str, folder: str, cursor: str | None = None) -> str:
 
 @dataclass
 class Timings:
-    """Server times in seconds: first pages, later ones, and first pages of a folder never listed
-    (where they were measured)."""
+    """Server times in seconds: first pages, later ones, first pages of a folder never listed and
+    first pages from the other worker right after one listed it (where they were measured)."""
 
     first: list[float] = field(default_factory=list)
     later: list[float] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
+    other: list[float] = field(default_factory=list)
 
 
 def ms(seconds: float) -> str:

@@ -5,7 +5,7 @@ time whether sorted by name, size or date; a files API page within 100 ms, with 
 flat; the same for an S3 prefix. The reference is nginx's JSON autoindex of the same folder, which
 lists it whole. Server time is the time to the first byte of the answer, on a kept-alive connection
 of a signed-in session (bench/sessions.py), so that a session's pages reach one worker, as a
-browser's do; each worker keeps its own scans, so a first page is cold in each.
+browser's do; a session's first page from the other worker reads the scan the first one shared.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from harness import BenchError, holds_socket, tcp_table
+from harness import BenchError
 from listing_pages import (
     API_GOAL,
     API_LIMIT,
@@ -34,11 +34,12 @@ from listing_pages import (
     row,
     spread,
 )
+from listing_workers import other_worker_session, serving_worker, shared_scans, wait_for_shared_scan
 from report import Section
 from s3_listings import SMALL_COUNT, S3Listings, measure_s3_listings, s3_rows
 from servers import Bench
 from sessions import Session
-from workers import KiB, child_pids, proc_field
+from workers import KiB, proc_field
 
 FOLDER = "listings"  # in the backups folder, where nginx lists /listings/ as JSON
 SETTLE_SECONDS = 1.05  # core/listings.py keeps no scan of a folder changed less than a second before it
@@ -91,12 +92,16 @@ def never_listed(backups: Path, name: str) -> Iterator[str]:
 
 def explorer_timings(bench: Bench, cookies: dict, sort: str, order: str) -> Timings:
     """Each round on one connection, so one worker: a first page of the folder never listed, the
-    first page again after a change, then later pages."""
+    first page from the other worker, the first page again after a change, then later pages."""
     backups, timings = bench.oncelink.workspace.backups, Timings()
     with Session(bench.oncelink.url, cookies) as session:
         for round in range(ROUNDS):
             with never_listed(backups, f"{FOLDER}-{sort}-{round}") as folder:
+                written = shared_scans(bench)
                 timings.cold.append(explorer_first_page(session, folder, sort, order))
+                wait_for_shared_scan(bench, written)
+                with other_worker_session(bench, cookies, serving_worker(bench, session)) as other:
+                    timings.other.append(explorer_first_page(other, folder, sort, order))
                 change_and_settle(backups / folder)
                 timings.first.append(explorer_first_page(session, folder, sort, order))
                 for page in LATER_PAGES:
@@ -110,17 +115,6 @@ def explorer_first_page(session: Session, folder: str, sort: str, order: str) ->
     if f"{COUNT} entries".encode() not in answer.body:
         raise BenchError(f"The explorer's first page by {sort} does not count {COUNT} entries.")
     return answer.first_byte_seconds
-
-
-def serving_worker(bench: Bench, session: Session) -> int:
-    """The worker holding the server's end of the session's connection."""
-    client = f"0100007F:{session.connection.sock.getsockname()[1]:04X}"  # 127.0.0.1, as /proc writes it
-    server = f"0100007F:{bench.oncelink.port:04X}"
-    inodes = {fields[9] for fields in tcp_table() if fields[1] == server and fields[2] == client}
-    for pid in child_pids(bench.gunicorn_master):
-        if holds_socket(pid, inodes):
-            return pid
-    raise BenchError("No gunicorn worker holds the session's connection.")
 
 
 @dataclass
@@ -143,7 +137,11 @@ def walk_files_api(bench: Bench, cookies: dict) -> ApiWalk:
             session.get("/api/storages")  # connects: tells which worker serves the round
             worker = serving_worker(bench, session)
             rss = [proc_field(worker, "status", "VmRSS")]
+            written = shared_scans(bench)
             timings.cold.append(session.get(files_path("local", folder)).first_byte_seconds)
+            wait_for_shared_scan(bench, written)
+            with other_worker_session(bench, cookies, worker) as other:
+                timings.other.append(other.get(files_path("local", folder)).first_byte_seconds)
             change_and_settle(backups / folder)
             answer = session.get(files_path("local", folder))
             timings.first.append(answer.first_byte_seconds)
@@ -196,6 +194,12 @@ def local_rows(reference: list[float], explorer: dict[str, Timings], walk: ApiWa
             row(
                 "local", f"Explorer {label}: first page, folder never listed", explorer[sort].cold, PAGE_GOAL
             ),
+            row(
+                "local",
+                f"Explorer {label}: first page, from the other worker",
+                explorer[sort].other,
+                PAGE_GOAL,
+            ),
             row("local", f"Explorer {label}: first page after a change", explorer[sort].first, PAGE_GOAL),
             row("local", f"Explorer {label}: pages 2, 500, 1000", explorer[sort].later, PAGE_GOAL),
         ]
@@ -203,6 +207,7 @@ def local_rows(reference: list[float], explorer: dict[str, Timings], walk: ApiWa
     return [
         *rows,
         row("local", f"{first}, folder never listed", walk.timings.cold, API_GOAL),
+        row("local", f"{first}, from the other worker", walk.timings.other, API_GOAL),
         row("local", f"{first} after a change", walk.timings.first, API_GOAL),
         row(
             "local",
@@ -220,7 +225,9 @@ ABOUT = (
     f"{ROUNDS} rounds (min-max), each round on one kept-alive connection of a signed-in viewer, so "
     "one worker. A round renames the folder to a name no worker has listed, then asks for its *first "
     "page, folder never listed*: the worker scans the folder (and, by size or date, stats every "
-    "file). Then a name is added to the folder and removed again, so that the worker's kept scan no "
+    "file), and the other worker's *first page from the other worker* is asked for once the first "
+    "has written its scan to the data dir (core/shared_scans.py), which the other reads rather than "
+    "scanning. Then a name is added to the folder and removed again, so that the worker's kept scan no "
     "longer holds, and the *first page after a change* patches it: the folder's inotify watch tells "
     "the names that changed, and only those are looked at (on a filesystem inotify cannot follow, "
     "such as NFS, the names are read again). *Later pages* follow on the same connection. The S3 "
@@ -243,8 +250,10 @@ def notes(walk: ApiWalk, reference: list[float], floor: float) -> str:
         f"{walk.entries:,} entries in {len(walk.timings.later) + 1} pages on one connection; the serving "
         f"worker's RSS was {before:.0f} MiB before, {first:.0f} MiB after the first page (the scan it "
         f"keeps: names, kinds and the order, a few MB per 100,000 entries) and {last:.0f} MiB after the "
-        "last. Each worker keeps its own scans: the first page a session gets from the other worker is "
-        "cold again. moto reads every key of the bucket for each ListObjectsV2 request, so its LISTs "
+        "last. A worker's fresh scan of a large folder is written to the data dir after the page that "
+        "made it: the other worker, or this one after a restart, reads it and checks it by the "
+        "folder's version rather than scanning. moto reads every key of the bucket for each "
+        "ListObjectsV2 request, so its LISTs "
         f"of a {COUNT:,}-object bucket take a few hundred ms each, where AWS answers in tens of ms: "
         f"listing such a prefix whole (for a size order) would take minutes here, hence {SMALL_COUNT:,} "
         "objects for that row."
@@ -264,13 +273,15 @@ def verdict(explorer: dict[str, Timings], walk: ApiWalk, s3: S3Listings, floor: 
     firsts = ", ".join(f"by {sort} {judged(explorer[sort].first, PAGE_GOAL)}" for sort, _, _ in SORTS)
     colds = ", ".join(f"by {sort} {against_nginx(explorer[sort].cold, nginx)}" for sort, _, _ in SORTS)
     later = [max(time for timings in explorer.values() for time in timings.later)]
+    others = ", ".join(f"by {sort} {judged(explorer[sort].other, PAGE_GOAL)}" for sort, _, _ in SORTS)
     growth = walk.mib(2) - walk.mib(1)
     shares = [s3.explorer.app_share(), s3.api.app_share()]
     return (
         f"explorer: first page after a change {firsts}; every later page "
-        f"{judged(later, PAGE_GOAL, 'at most ')}; first page of a folder never listed {colds} (a size "
-        f"or date order stats every file first, {ms(floor)} ms here at the least). Files API: first "
-        f"page after a change {judged(walk.timings.first, API_GOAL)}, of a folder never listed "
+        f"{judged(later, PAGE_GOAL, 'at most ')}; first page from the other worker {others}; first page "
+        f"of a folder never listed {colds} (a size or date order stats every file first, {ms(floor)} ms "
+        f"here at the least). Files API: first page after a change {judged(walk.timings.first, API_GOAL)}, "
+        f"from the other worker {judged(walk.timings.other, API_GOAL)}, of a folder never listed "
         f"{judged(walk.timings.cold, API_GOAL)}, every later page "
         f"{judged([max(walk.timings.later)], API_GOAL, 'at most ')}; memory "
         f"{'flat' if growth <= FLAT_GROWTH_MIB else 'NOT flat'} (+{growth:.1f} MiB over the later pages, "
