@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 BUDGET_BYTES = 64 * 1024 * 1024  # all files together, the least recently written removed beyond it
+ABANDONED_SECONDS = 3600.0  # a file still being written after this long was left by a killed worker
 ENCODING = ("utf-8", "surrogateescape")  # names read from disk may hold bytes no UTF-8 decodes
 
 
@@ -88,12 +90,18 @@ class SharedScans:
             raise
 
     def _prune(self) -> None:
-        """The least recently written files removed until all fit the budget."""
-        files = []
+        """The least recently written files removed until all fit the budget, and what a worker
+        killed while writing left behind."""
+        files, now = [], time.time()
         for entry in os.scandir(self.folder):
-            if entry.name.endswith(".scan"):
+            try:
                 info = entry.stat()
+            except FileNotFoundError:  # another worker pruned it meanwhile
+                continue
+            if entry.name.endswith(".scan"):
                 files.append((info.st_mtime, info.st_size, entry.path))
+            elif entry.name.endswith(".part") and now - info.st_mtime > ABANDONED_SECONDS:
+                Path(entry.path).unlink(missing_ok=True)
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if total <= BUDGET_BYTES:

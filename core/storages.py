@@ -11,10 +11,17 @@ from urllib.parse import urlsplit
 
 from sqlite_utils import Database
 
-from db import write_transaction
+from db import DatabaseError, close_quietly, connect, write_transaction
 from db.events import Client, EventKind, record_link_event
 from db.links import revoke_storage_links
-from db.storages import StorageRecord, delete_storage, get_storage, insert_storage, update_storage
+from db.storages import (
+    StorageRecord,
+    delete_storage,
+    get_storage,
+    insert_storage,
+    list_storages,
+    update_storage,
+)
 from encryption.keys import Keyring
 from storage import load_storage
 from storage.base import UnknownStorage
@@ -231,3 +238,18 @@ def outage_reason(error: Exception) -> str:
     if reason[1:2].islower():  # "Cannot reach..." reads on after a colon; "S3 failed..." stays
         reason = reason[0].lower() + reason[1:]
     return reason or "no reason given."
+
+
+def uses_s3(database: str) -> bool:
+    """Whether a storage of the install is an S3 bucket; False where the database cannot say (not
+    made yet): a worker then loads S3's model as it starts, rather than in a request (gunicorn.conf.py)."""
+    try:
+        db = connect(database)
+    except DatabaseError:
+        return False
+    try:
+        return any(record.kind == "s3" for record in list_storages(db))
+    except DatabaseError:
+        return False
+    finally:
+        close_quietly(db)

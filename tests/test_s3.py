@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from core.storages import uses_s3
 from db import connect
 from storage.base import FileMissing, NotAFile, StorageError, UnsafePath
 from storage.s3 import S3Settings, S3Storage, load_service_model, s3_client
@@ -310,3 +311,10 @@ def test_clients_share_the_service_model_a_worker_loads_as_it_starts():
     )
     gc.collect()
     assert len(gc.get_objects()) - before < 5000
+
+
+def test_a_worker_loads_s3s_model_at_start_only_where_a_storage_is_a_bucket(app, bucket, tmp_path):
+    assert not uses_s3(app.config["DATABASE"])  # the default local storage alone
+    add_s3(app, "bucket", bucket.url, BUCKET)
+    assert uses_s3(app.config["DATABASE"])
+    assert not uses_s3(str(tmp_path / "no-schema-yet.sqlite3"))

@@ -146,6 +146,18 @@ def test_files_beyond_the_budget_go_least_recently_written_first(shared, monkeyp
     assert kept == [2, 3, 4]
 
 
+def test_what_a_killed_worker_left_half_written_is_removed(shared):
+    abandoned, recent = shared / "abandoned.part", shared / "being-written.part"
+    for path in (abandoned, recent):
+        path.write_bytes(b"half a scan")
+    old = time.time() - shared_module.ABANDONED_SECONDS - 1
+    os.utime(abandoned, (old, old))
+    shared_scans.save(
+        ("s", "f"), SharedScan(FolderScan("f", ["a"], bytearray(1), version="v"), 1.0, 1.0, frozenset())
+    )
+    assert not abandoned.exists() and recent.exists()
+
+
 def test_a_full_disk_costs_the_file_alone(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(shared_scans, "folder", None)  # as it was, after the test
     scan = FolderScan(
