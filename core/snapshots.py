@@ -290,8 +290,9 @@ def kept_if_worth_it(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
 def sorted_scan(storage: Storage, folder: str, sorts: list[Sort], watch: FolderWatch | None) -> Snapshot:
     """A scan with sizes and dates, in the orders `sorts` already (those the scan it replaces had,
     so that the next page finds them made): all of it work for a thread of its own."""
+    started = time.time()  # as a page's scan: a change just before it must keep it from being kept
     folded = folded_scan(storage, folder, stats=True)
-    snapshot = Snapshot(folded.scan, time.time(), sidecars=folded.sidecars, watch=watch)
+    snapshot = Snapshot(folded.scan, started, sidecars=folded.sidecars, watch=watch)
     for sort in sorts:
         snapshot.ordering(storage, sort)
     return snapshot

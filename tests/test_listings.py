@@ -13,6 +13,7 @@ import stat
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +25,7 @@ from storage.base import FolderScan
 from storage.local import LocalStorage
 from storage.s3 import S3Settings, S3Storage
 from tests.conftest import add_s3
-from tests.helpers import every_entry
+from tests.helpers import every_entry, listing_folder
 
 COUNT = 10_000
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -253,6 +254,23 @@ def test_a_scan_of_a_folder_changed_a_moment_before_it_is_not_kept():
     assert not Snapshot(scan, now).worth_keeping()
     assert Snapshot(replace(scan, changed_at=now - 5), now).worth_keeping()
     assert not Snapshot(replace(scan, names=["a"] * 10, folders=bytearray(10)), now).worth_keeping()
+
+
+def test_a_background_scan_is_as_old_as_its_start(tmp_path, monkeypatch):
+    """A background scan longer than a second, of a folder changed just before it began, is not kept
+    either: its names were read from its start, as a page's own scan's are."""
+    root = listing_folder(tmp_path / "root", 1200)
+    now = [(root / "f").stat().st_ctime + 0.1]
+    monkeypatch.setattr(snapshots, "time", SimpleNamespace(time=lambda: now[0]))
+    real_scan = LocalStorage.scan
+
+    def slow_scan(self, folder="", stats=False):
+        now[0] += 3.0
+        return real_scan(self, folder, stats)
+
+    monkeypatch.setattr(LocalStorage, "scan", slow_scan)
+    snapshot = snapshots.sorted_scan(LocalStorage(str(root)), "f", [], None)
+    assert not snapshot.worth_keeping()
 
 
 def cursor_of(payload) -> str:
