@@ -136,11 +136,17 @@ class Snapshot:
         return self.known
 
     def worth_keeping(self) -> bool:
-        scan = self.scan
-        settled = (
-            scan.version is None or self.watch is not None or self.taken_at - scan.changed_at > RACY_SECONDS
-        )
-        return KEEP_FROM <= len(scan) <= KEEP_ROWS and settled
+        settled = self.scan.version is None or self.watch is not None or self.version_tells_changes()
+        return self.large_enough() and settled
+
+    def large_enough(self) -> bool:
+        """Neither too small to be worth keeping nor too large for the budget."""
+        return KEEP_FROM <= len(self.scan) <= KEEP_ROWS
+
+    def version_tells_changes(self) -> bool:
+        """Whether any change after the scan moves the folder's version: the scan was made more than
+        RACY_SECONDS after the folder last changed."""
+        return self.taken_at - self.scan.changed_at > RACY_SECONDS
 
     def close(self) -> None:
         if self.watch is not None:
@@ -268,14 +274,13 @@ def shared_scan(key: tuple[str, str]) -> Snapshot | None:
 def shared_later(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
     """A fresh scan of a large local folder written for the other workers after this request; not
     one made less than RACY_SECONDS after the folder changed, whose version may not tell a change."""
-    scan = snapshot.scan
     if (
         shared_scans.folder is not None
-        and scan.version is not None
-        and KEEP_FROM <= len(scan) <= KEEP_ROWS
-        and snapshot.taken_at - scan.changed_at > RACY_SECONDS
+        and snapshot.scan.version is not None
+        and snapshot.large_enough()
+        and snapshot.version_tells_changes()
     ):
-        shared = SharedScan(scan, snapshot.taken_at, snapshot.stats_at, snapshot.sidecars)
+        shared = SharedScan(snapshot.scan, snapshot.taken_at, snapshot.stats_at, snapshot.sidecars)
         in_background(lambda: off_the_hub(shared_scans.save, key, shared), "listing-share")
     return snapshot
 
