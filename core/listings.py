@@ -115,7 +115,7 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
     folder = clean_relative_path(folder, allow_root=True)
     if in_store_order(storage, order):
         return _store_page_at(storage, storage_id, folder, offset, limit)
-    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME)
+    snapshot = snapshot_of(storage, folder, order.sort)
     listing = Listing(storage, snapshot, order, first=limit if offset <= 0 else 0)
     prefetch_sizes(storage, snapshot)  # a person browsing: the next order asked may well need them
     rows = list(listing.rows_from(0)) if listing.needle else None
@@ -140,7 +140,7 @@ def page_after(
     after = decode_cursor(cursor, identity) if cursor else None
     if in_store_order(storage, order):
         return _store_page(storage, identity, folder, after, limit)
-    snapshot = snapshot_of(storage, folder, order.sort is not Sort.NAME)
+    snapshot = snapshot_of(storage, folder, order.sort)
     listing = Listing(storage, snapshot, order, first=0 if after else limit + 1)
     start = listing.start_after(after) if after else 0
     rows = list(islice(listing.rows_from(start), limit + 1))

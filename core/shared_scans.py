@@ -9,8 +9,10 @@ its sizes and dates as long as a kept scan's would since they were looked at.
 
 A file holds one scan: a line of JSON (what it is of, when it was made, its sections' lengths), then
 the names (UTF-8, NUL between them: no file name holds one), the kinds, the sizes and the dates as
-raw arrays. It is written to a temporary file and renamed over the old one, so a reader finds one
-whole scan or another; a file that is not what it says is ignored and overwritten by the next scan.
+raw arrays, and the orders the worker had sorted it in before writing it (each a raw array of rows):
+the other worker's first page in such an order is then a slice, with no sort and no selection. It
+is written to a temporary file and renamed over the old one, so a reader finds one whole scan or
+another; a file that is not what it says is ignored and overwritten by the next scan.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import os
 import tempfile
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.orderings import Ordering, Sort
 from storage.base import FolderScan
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+ROWS = "I"  # the typecode of an ordering's rows (core/orderings.py)
 BUDGET_BYTES = 64 * 1024 * 1024  # all files together, the least recently written removed beyond it
 ABANDONED_SECONDS = 3600.0  # a file still being written after this long was left by a killed worker
 ENCODING = ("utf-8", "surrogateescape")  # names read from disk may hold bytes no UTF-8 decodes
@@ -41,6 +45,7 @@ class SharedScan:
     taken_at: float  # when the names were read
     stats_at: float  # when the sizes and dates were
     sidecars: frozenset[str]  # paths of the backups whose DBackup sidecar is folded in
+    orderings: dict[Sort, Ordering] = field(default_factory=dict)  # of every row: the scan has no dead rows
 
 
 class SharedScans:
@@ -126,9 +131,11 @@ def encoded(key: tuple[str, str], shared: SharedScan) -> bytes:
         "stats": scan.sizes is not None,
         "names_bytes": len(names),
         "sidecars": sorted(shared.sidecars),
+        "orderings": [[sort.value, ordering.split] for sort, ordering in shared.orderings.items()],
     }
     line = json.dumps(header, ensure_ascii=True).encode() + b"\n"
-    return b"".join([line, names, bytes(scan.folders), sizes, mtimes])
+    orderings = [array(ROWS, ordering.rows).tobytes() for ordering in shared.orderings.values()]
+    return b"".join([line, names, bytes(scan.folders), sizes, mtimes, *orderings])
 
 
 def decoded(key: tuple[str, str], data: bytes) -> SharedScan | None:
@@ -140,7 +147,9 @@ def decoded(key: tuple[str, str], data: bytes) -> SharedScan | None:
             return None
         rows, names_bytes = header["rows"], header["names_bytes"]
         stats_bytes = 8 * rows if header["stats"] else 0
-        if len(body) != names_bytes + rows + 2 * stats_bytes:
+        order_bytes = array(ROWS).itemsize * rows
+        stats_end = names_bytes + rows + 2 * stats_bytes
+        if len(body) != stats_end + len(header["orderings"]) * order_bytes:
             return None
         names = body[:names_bytes].decode(*ENCODING).split("\0") if rows else []
         folders = bytearray(body[names_bytes : names_bytes + rows])
@@ -148,15 +157,26 @@ def decoded(key: tuple[str, str], data: bytes) -> SharedScan | None:
         if header["stats"]:
             start = names_bytes + rows
             sizes = array("q", body[start : start + stats_bytes])
-            mtimes = array("d", body[start + stats_bytes :])
-        if len(names) != rows:
+            mtimes = array("d", body[start + stats_bytes : stats_end])
+        orderings = {}
+        for number, (sort, split) in enumerate(header["orderings"]):
+            start = stats_end + number * order_bytes
+            orderings[Sort(sort)] = Ordering(array(ROWS, body[start : start + order_bytes]), split)
+        if len(names) != rows or not all(fits(order, sort, rows, sizes) for sort, order in orderings.items()):
             return None
         scan = FolderScan(
             key[1], names, folders, sizes, mtimes, None, header["version"], header["changed_at"]
         )
-        return SharedScan(scan, header["taken_at"], header["stats_at"], frozenset(header["sidecars"]))
+        sidecars = frozenset(header["sidecars"])
+        return SharedScan(scan, header["taken_at"], header["stats_at"], sidecars, orderings)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
+
+
+def fits(ordering: Ordering, sort: Sort, rows: int, sizes: array | None) -> bool:
+    """Whether an ordering read back orders rows of the scan, and the scan has what it orders by."""
+    in_range = not ordering.rows or max(ordering.rows) < rows
+    return in_range and 0 <= ordering.split <= rows and (sort is Sort.NAME or sizes is not None)
 
 
 shared_scans = SharedScans()

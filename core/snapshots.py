@@ -193,11 +193,11 @@ class Snapshots:
 snapshots = Snapshots(KEEP_ROWS)
 
 
-def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
+def snapshot_of(storage: Storage, folder: str, sort: Sort) -> Snapshot:
     """The folder's kept scan while it holds, else that scan patched, else a new one (kept when
-    worth it). Where the kept sizes and dates are due to be looked at again, a scan in the
-    background does it, and they serve meanwhile."""
-    key, now = (storage.cache_key, folder), time.time()
+    worth it), for a page in `sort`. Where the kept sizes and dates are due to be looked at again, a
+    scan in the background does it, and they serve meanwhile."""
+    key, now, stats = (storage.cache_key, folder), time.time(), sort is not Sort.NAME
     kept = snapshots.get(key) or shared_scan(key)
     if kept is not None and kept.watch is not None:
         kept = brought_up_to_watch(storage, key, kept)
@@ -208,7 +208,7 @@ def snapshot_of(storage: Storage, folder: str, stats: bool) -> Snapshot:
     if kept is not None and kept.holds(storage, stats, now, limit):
         snapshot = kept
     else:
-        snapshot = kept_if_worth_it(key, brought_up_to_date(storage, folder, kept, stats, now, limit))
+        snapshot = kept_if_worth_it(key, brought_up_to_date(storage, folder, kept, sort, now, limit))
     return snapshot
 
 
@@ -235,13 +235,13 @@ def brought_up_to_watch(storage: Storage, key: tuple[str, str], kept: Snapshot) 
 
 
 def brought_up_to_date(
-    storage: Storage, folder: str, kept: Snapshot | None, stats: bool, now: float, limit: float
+    storage: Storage, folder: str, kept: Snapshot | None, sort: Sort, now: float, limit: float
 ) -> Snapshot:
     """`kept` patched where it can be, else a new scan."""
     fresh = None
-    if kept is not None and kept.patchable(stats, now, limit):
+    if kept is not None and kept.patchable(sort is not Sort.NAME, now, limit):
         fresh = patched(storage, kept, now, PATCH_LIMIT)
-    return fresh or scanned(storage, folder, stats, now)
+    return fresh or scanned(storage, folder, sort, now)
 
 
 def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
@@ -252,12 +252,12 @@ def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
         refresh_in_background(storage, (storage.cache_key, scan.folder))
 
 
-def scanned(storage: Storage, folder: str, stats: bool, now: float) -> Snapshot:
+def scanned(storage: Storage, folder: str, sort: Sort, now: float) -> Snapshot:
+    """A fresh scan for a page in `sort`, and that order shared with the scan."""
     with watched(storage, folder) as watch:
-        folded = off_the_hub(folded_scan, storage, folder, stats=stats)
-    return shared_later(
-        (storage.cache_key, folder), Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
-    )
+        folded = off_the_hub(folded_scan, storage, folder, stats=sort is not Sort.NAME)
+    snapshot = Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
+    return shared_later(storage, (storage.cache_key, folder), snapshot, sort)
 
 
 def shared_scan(key: tuple[str, str]) -> Snapshot | None:
@@ -266,22 +266,34 @@ def shared_scan(key: tuple[str, str]) -> Snapshot | None:
     found = shared_scans.load(key)
     if found is None:
         return None
-    snapshot = Snapshot(found.scan, found.taken_at, found.stats_at, sidecars=found.sidecars)
+    snapshot = Snapshot(
+        found.scan, found.taken_at, found.stats_at, orderings=found.orderings, sidecars=found.sidecars
+    )
     snapshots.put(key, snapshot)
     return snapshot
 
 
-def shared_later(key: tuple[str, str], snapshot: Snapshot) -> Snapshot:
-    """A fresh scan of a large local folder written for the other workers after this request; not
-    one made less than RACY_SECONDS after the folder changed, whose version may not tell a change."""
+def shared_later(storage: Storage, key: tuple[str, str], snapshot: Snapshot, sort: Sort | None) -> Snapshot:
+    """A fresh scan of a large local folder written for the other workers after this request, sorted
+    in `sort` first (as the page's own background sort would: Snapshot.head), so that their first
+    page in it is a slice. Not one made less than RACY_SECONDS after the folder changed, whose
+    version may not tell a change."""
     if (
         shared_scans.folder is not None
         and snapshot.scan.version is not None
         and snapshot.large_enough()
         and snapshot.version_tells_changes()
     ):
-        shared = SharedScan(snapshot.scan, snapshot.taken_at, snapshot.stats_at, snapshot.sidecars)
-        in_background(lambda: off_the_hub(shared_scans.save, key, shared), "listing-share")
+
+        def share() -> None:
+            if sort is not None:
+                snapshot.ordering(storage, sort)
+            shared = SharedScan(
+                snapshot.scan, snapshot.taken_at, snapshot.stats_at, snapshot.sidecars, snapshot.orderings
+            )
+            off_the_hub(shared_scans.save, key, shared)
+
+        in_background(share, "listing-share")
     return snapshot
 
 
@@ -323,7 +335,7 @@ def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
             sorts = list(kept.orderings) if kept is not None else []
             with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
                 snapshot = off_the_hub(sorted_scan, storage, key[1], sorts, watch)
-            kept_if_worth_it(key, shared_later(key, snapshot))
+            kept_if_worth_it(key, shared_later(storage, key, snapshot, None))
         except StorageError as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
         finally:

@@ -16,6 +16,7 @@ import pytest
 from core import shared_scans as shared_module
 from core import snapshots
 from core.listings import Order, Sort, page_at
+from core.orderings import Ordering
 from core.shared_scans import SharedScan, decoded, encoded, shared_scans
 from storage.base import FolderScan
 from storage.local import LocalStorage
@@ -62,6 +63,24 @@ def test_a_scan_one_worker_made_serves_another(shared, root, scans):
         root / "f", Sort.NAME, False
     )
     assert scans == [True]  # neither the sizes nor the names looked at again
+
+
+@pytest.mark.parametrize("order", [Order(), BY_SIZE, Order(Sort.DATE, True)], ids=["name", "size", "date"])
+def test_the_order_a_page_asked_for_is_shared_sorted_so_another_worker_neither_sorts_nor_selects(
+    shared, root, scans, monkeypatch, order
+):
+    storage = LocalStorage(str(root))
+    page_at(storage, "test", "f", order, 0, 100)
+    assert list(shared_scans.load((storage.cache_key, "f")).orderings) == [order.sort]
+
+    other_worker()
+    for sorting in ("ordering", "head"):
+        monkeypatch.setattr(snapshots, sorting, lambda *args, name=sorting: pytest.fail(f"{name} called"))
+    first = page_at(storage, "test", "f", order, 0, 100)
+    expected = fresh_order(root / "f", order.sort, order.descending)
+    assert names_of(first.entries) == expected[:100]
+    assert names_of(every_entry(storage, "f", order, limit=700)) == expected
+    assert scans == [order.sort is not Sort.NAME]
 
 
 def test_names_changed_since_the_shared_scan_are_patched_not_scanned(shared, root, scans):
@@ -127,10 +146,28 @@ def test_names_no_utf8_decodes_and_every_column_come_back_as_they_were(tmp_path)
         version="1:2:3:4",
         changed_at=1e9,
     )
-    made = SharedScan(scan, 1e9 + 5, 1e9 + 4, frozenset({"f/caf\udce9.sql"}))
+    orderings = {Sort.NAME: Ordering(array("I", [2, 1, 0]), 1), Sort.SIZE: Ordering(array("I", [2, 1, 0]), 1)}
+    made = SharedScan(scan, 1e9 + 5, 1e9 + 4, frozenset({"f/caf\udce9.sql"}), orderings)
     assert decoded(("local:/x", "f"), encoded(("local:/x", "f"), made)) == made
-    names_only = replace(made, scan=replace(scan, sizes=None, mtimes=None))
+    names_only = replace(made, scan=replace(scan, sizes=None, mtimes=None), orderings={})
     assert decoded(("local:/x", "f"), encoded(("local:/x", "f"), names_only)) == names_only
+
+
+@pytest.mark.parametrize(
+    "sort, ordering, sizes",
+    [
+        (Sort.NAME, Ordering(array("I", [0, 1, 3]), 0), True),  # a row the scan does not have
+        (Sort.NAME, Ordering(array("I", [0, 1, 2]), 4), True),  # a split past the end
+        (Sort.SIZE, Ordering(array("I", [0, 1, 2]), 0), False),  # by size, with no sizes
+    ],
+    ids=["row", "split", "sizes"],
+)
+def test_an_ordering_that_does_not_fit_its_scan_serves_nothing(sort, ordering, sizes):
+    stats = (array("q", [1, 2, 3]), array("d", [1.0, 2.0, 3.0])) if sizes else (None, None)
+    scan = FolderScan("f", ["a", "b", "c"], bytearray(3), *stats, version="v")
+    made = SharedScan(scan, 1.0, 1.0, frozenset(), {sort: ordering})
+    assert decoded(("s", "f"), encoded(("s", "f"), made)) is None
+    assert decoded(("s", "f"), encoded(("s", "f"), replace(made, orderings={}))) is not None
 
 
 def test_files_beyond_the_budget_go_least_recently_written_first(shared, monkeypatch):
