@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from threading import Lock
 from typing import Any
 
@@ -81,35 +82,42 @@ class Headers:
 headers = Headers(KEPT_HEADERS)
 
 
-def _read_header(storage: Storage, entry: Entry) -> tuple[bool, str | None] | None:
-    """(encrypted, key id) from the file's header; None when it could not be read this time."""
+PLAIN = (False, None)  # (encrypted, key id) of a file that is not encrypted, or could not be read
+
+
+def _verdict(head: bytes) -> tuple[bool, str | None]:
+    """(encrypted, key id) from a file's first bytes."""
     try:
-        with storage.open(entry.path, entry.size) as source:
-            header = parse_header(source.read(HEADER_SIZE))
+        header = parse_header(head)
     except NotEncrypted:
-        return False, None
+        return PLAIN
     except FormatError:
         return True, None
-    except (StorageError, FileMissing, NotAFile, UnsafePath, OSError):
-        return None
     return True, header.key_id.hex()
 
 
-def _header_of(storage: Storage, entry: Entry) -> tuple[bool, str | None]:
-    """One small read per file, once per version of it; on remote storages only for `.enc` names,
-    so that a page of a bucket does not cost a GET per object."""
+def _may_be_encrypted(storage: Storage, entry: Entry) -> bool:
+    """On remote storages only `.enc` names, so that a page of a bucket does not cost a GET per object."""
     if entry.is_dir or entry.size < HEADER_SIZE:
-        return False, None
-    if not storage.cheap_reads and not entry.name.endswith(".enc"):
-        return False, None
-    key = (storage.cache_key, entry.path, entry.version)
-    found = headers.get(key) if entry.version else None
-    if found is None:
-        found = _read_header(storage, entry)
-        if found is None:
-            return False, None
-        if entry.version:
-            headers.put(key, found)
+        return False
+    return storage.cheap_reads or entry.name.endswith(".enc")
+
+
+def _headers_of(storage: Storage, entries: list[Entry]) -> dict[str, tuple[bool, str | None]]:
+    """(encrypted, key id) of those of `entries` that may be encrypted, by path: each file's header
+    read once per version of it, all those not known yet in one call to the storage."""
+    found, unread = {}, []
+    for entry in filter(partial(_may_be_encrypted, storage), entries):
+        known = headers.get((storage.cache_key, entry.path, entry.version)) if entry.version else None
+        if known is None:
+            unread.append(entry)
+        else:
+            found[entry.path] = known
+    for entry, head in zip(unread, storage.read_heads(unread, HEADER_SIZE) if unread else [], strict=True):
+        if head is not None:  # not readable this time: shown as not encrypted, read again next time
+            found[entry.path] = _verdict(head)
+            if entry.version:
+                headers.put((storage.cache_key, entry.path, entry.version), found[entry.path])
     return found
 
 
@@ -129,13 +137,13 @@ def _sidecar_of(storage: Storage, entry: Entry) -> Sidecar | None:
     return found or None
 
 
-def _listed(storage: Storage, entry: Entry, names: ProfileNames, sidecars: frozenset[str]) -> ListedEntry:
-    dbackup = entry.path in sidecars and entry.name.endswith(ENCRYPTED_SUFFIX)
-    sidecar = _sidecar_of(storage, entry) if dbackup else None
+def _listed(
+    entry: Entry, names: ProfileNames, sidecar: Sidecar | None, header: tuple[bool, str | None]
+) -> ListedEntry:
     if sidecar is not None:
         profile = names.dbackup.get(sidecar.profile_id, sidecar.profile_id)
         return ListedEntry(entry, True, profile, EncryptionFormat.DBACKUP, sidecar)
-    encrypted, key_id = _header_of(storage, entry)
+    encrypted, key_id = header
     if not encrypted:
         return ListedEntry(entry)
     profile = names.oncelink.get(key_id, key_id) if key_id else None
@@ -147,7 +155,12 @@ def listed(
 ) -> list[ListedEntry]:
     """The entries shown, with their encryption: only these files are looked into. `sidecars` holds
     the paths of those whose DBackup sidecar the listing folded in."""
-    return [_listed(storage, entry, names, sidecars) for entry in entries]
+    backups = {}
+    for entry in entries:
+        if entry.path in sidecars and entry.name.endswith(ENCRYPTED_SUFFIX):
+            backups[entry.path] = _sidecar_of(storage, entry)
+    found = _headers_of(storage, [entry for entry in entries if backups.get(entry.path) is None])
+    return [_listed(entry, names, backups.get(entry.path), found.get(entry.path, PLAIN)) for entry in entries]
 
 
 @dataclass(frozen=True)

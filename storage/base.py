@@ -117,6 +117,10 @@ class Storage(Protocol):
         `size`, when the caller has just stat'ed the file, spares remote storages a second look.
         """
 
+    def read_heads(self, entries: Sequence[Entry], size: int) -> list[bytes | None]:
+        """Each file's first `size` bytes (fewer where it is shorter), None where it cannot be read
+        (gone, not a file, refused): a page's encryption headers (storage/heads.py)."""
+
 
 def encodable(text: str) -> bool:
     """False for strings no file name can hold: lone surrogates such as JSON's "\\ud800"."""

@@ -24,6 +24,7 @@ from storage.base import (
     clean_relative_path,
 )
 from storage.beneath import open_beneath
+from storage.heads import heads_in_folders
 from storage.watching import FolderWatch, watcher
 
 # What an OS error met below the root says about the path asked for: an answer for that request,
@@ -283,6 +284,18 @@ class LocalStorage:
         except BaseException:
             source.close()
             raise
+
+    def read_heads(self, entries: Sequence[Entry], size: int) -> list[bytes | None]:
+        """Each folder opened once, and its files by name from there (storage/heads.py)."""
+
+        def open_folder(folder: str) -> int:
+            return self._open_folder(root_fd, clean_relative_path(folder, allow_root=True))
+
+        try:
+            with self._root() as root_fd:
+                return heads_in_folders(open_folder, self.open, entries, size)
+        except StorageError:  # the root itself is gone
+            return [None] * len(entries)
 
     def open(self, path: str, size: int | None = None) -> BinaryIO:
         """`size` is for adapters that would otherwise ask for it again; a local open needs none."""

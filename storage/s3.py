@@ -29,6 +29,7 @@ from storage.base import (
     encodable,
     entries_from_scan,
 )
+from storage.heads import heads_one_by_one
 from storage.s3_object import S3Object
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
@@ -290,6 +291,9 @@ class S3Storage:
         if size is None:
             return self.open_file(path)[1]
         return S3Object(self, self._key(path)[1], size)
+
+    def read_heads(self, entries: Sequence[Entry], size: int) -> list[bytes | None]:
+        return heads_one_by_one(self.open, entries, size)
 
     def get_range(self, key: str, start: int, stop: int, pin: dict | None = None) -> bytes:
         """Bytes [start, stop) of an object, in one bounded GET."""

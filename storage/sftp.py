@@ -31,6 +31,7 @@ from storage.base import (
     clean_relative_path,
     entries_from_scan,
 )
+from storage.heads import heads_one_by_one
 from storage.sessions import Pool
 from storage.sftp_connect import SFTPSettings, close_sftp, fingerprint_of, open_sftp, sftp_alive
 from storage.sftp_file import SFTPReader
@@ -243,6 +244,9 @@ class SFTPStorage:
 
     def open(self, path: str, size: int | None = None) -> SFTPReader:
         return self.open_file(path)[1]
+
+    def read_heads(self, entries: Sequence[Entry], size: int) -> list[bytes | None]:
+        return heads_one_by_one(self.open, entries, size)
 
     def presigned_url(self, path: str, seconds: int, disposition: str) -> str:
         raise NotImplementedError("SFTP storages never redirect.")

@@ -32,6 +32,7 @@ from storage.base import (
     entries_from_scan,
 )
 from storage.base import clean_relative_path as clean
+from storage.heads import heads_one_by_one
 from storage.s3_object import S3Object
 from storage.sessions import os_thread
 from storage.webdav_answers import explain_failure, explain_status
@@ -218,6 +219,9 @@ class WebDAVStorage:
             entry = self.stat(path)
             path, size = entry.path, entry.size
         return WebDAVFile(self, clean(path), size)
+
+    def read_heads(self, entries: Sequence[Entry], size: int) -> list[bytes | None]:
+        return heads_one_by_one(self.open, entries, size)
 
     def get_stream(self, path: str, start: int, pin: dict | None = None) -> Body:
         """The file's bytes from `start` to its end, as a stream (one ranged GET); `pin`: headers

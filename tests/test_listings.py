@@ -233,9 +233,13 @@ def test_only_the_rows_shown_are_looked_into_once_per_version(client, auth, back
     for number in range(30):
         (folder / f"p{number:02d}.bin").write_bytes(b"not encrypted, and longer than a header" * 3)
     opened = []
-    real_open = LocalStorage.open
+    real_read = LocalStorage.read_heads
     monkeypatch.setattr(
-        LocalStorage, "open", lambda self, path, size=None: opened.append(path) or real_open(self, path)
+        LocalStorage,
+        "read_heads",
+        lambda self, entries, size: (
+            opened.extend(entry.path for entry in entries) or real_read(self, entries, size)
+        ),
     )
     monkeypatch.setattr(explorer, "headers", explorer.Headers(100))
     auth.login("viewer")

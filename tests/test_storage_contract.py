@@ -21,7 +21,7 @@ from core.listings import Order, Sort
 from encryption import dbackup
 from encryption.format import decrypt_range, encrypt_stream, layout_of, new_header
 from storage import sftp_file
-from storage.base import FileMissing, NotAFile, Storage, StorageError, UnsafePath
+from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
 from storage.local import LocalStorage
 from storage.s3 import S3Settings, S3Storage
 from storage.sftp import SFTPStorage
@@ -238,6 +238,13 @@ def test_a_symlink_out_of_the_root_leads_nowhere(backend_with_symlinks):
     names = {entry.name for entry in every_entry(storage, "")}
     assert "outside" not in names and "inside" in names
     assert storage.stat("inside").size == 3
+
+
+def test_the_first_bytes_of_many_files_at_once(backend):
+    storage = filled(backend).storage
+    wanted = ["big.bin", "nightly/db-2.sql.gz", "Zeta.txt", "nightly/db-1.sql.gz", "été/ünïcode file.txt"]
+    entries = [storage.stat(path) for path in wanted] + [Entry("gone.bin", "gone.bin", 10, 0.0, False)]
+    assert storage.read_heads(entries, 6) == [DATA[:6], b"two!", b"z" * 6, b"one", b"non-AS", None]
 
 
 def test_check_says_the_storage_answers(backend):

@@ -14,7 +14,15 @@ import tempfile
 import pytest
 
 from storage import beneath
-from storage.base import FileMissing, NotAFile, StorageError, Unreadable, UnsafePath, clean_relative_path
+from storage.base import (
+    Entry,
+    FileMissing,
+    NotAFile,
+    StorageError,
+    Unreadable,
+    UnsafePath,
+    clean_relative_path,
+)
 from storage.local import LocalStorage, refusal
 from tests.conftest import mint
 from tests.helpers import HAS_RENAMEAT2, Swapper, every_entry, tally_until_seen
@@ -203,6 +211,39 @@ def odd_root(root, tmp_path):
     (root / "dangling").symlink_to("nothing-here")
     os.mkfifo(root / "fifo")
     return root
+
+
+def file_entry(path: str) -> Entry:
+    return Entry(path.rpartition("/")[2], path, 10, 0.0, False)
+
+
+def test_first_bytes_read_by_name_from_each_folder_and_through_links_only_beneath_the_root(odd_root):
+    heads = {
+        "db.sql.gz": b"dump",
+        "folder/a.tar": b"x" * 8,
+        "inside-link": b"x" * 8,  # a symlink: resolved beneath the root
+        "absolute-inside-link": None,  # refused, as openat2 refuses an absolute link
+        "folder/deeper/b.tar": b"y",
+        "escape-file-link": None,
+        "folder/escape-link": None,
+        "escape-dir-link/secret.txt": None,
+        "up/outside/secret.txt": None,
+        "loop": None,
+        "dangling": None,
+        "fifo": None,  # opened without blocking, and not a file
+        "folder": None,
+        "nope.tar": None,
+        "../outside/secret.txt": None,
+        "folder/deeper": None,
+    }
+    storage = LocalStorage(str(odd_root))
+    assert storage.read_heads([file_entry(path) for path in heads], 8) == list(heads.values())
+
+
+def test_first_bytes_of_a_root_gone_are_none(root):
+    storage = LocalStorage(str(root))
+    shutil.rmtree(root)
+    assert storage.read_heads([file_entry("db.sql.gz")], 8) == [None]
 
 
 @pytest.mark.parametrize(
@@ -465,6 +506,7 @@ def test_a_folder_swapped_with_a_symlink_out_in_a_loop_never_leads_out(root):
         try:
             assert read(storage, "rdir/secret.txt") == b"inside"
             assert [(e.name, e.size) for e in every_entry(storage, "rdir")] == [("secret.txt", 6)]
+            assert storage.read_heads([file_entry("rdir/secret.txt")], 64) in ([b"inside"], [None])
         except (UnsafePath, FileMissing) as exc:
             return type(exc).__name__
         return "served"
