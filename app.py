@@ -195,6 +195,13 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+def compile_templates(app: Flask) -> None:
+    """Every page's template compiled now, as a worker starts, rather than by the first request
+    that renders it (about 7 ms a template here, 50 ms for the explorer's first page)."""
+    for name in app.jinja_env.list_templates(extensions=["html"]):
+        app.jinja_env.get_template(name)
+
+
 @click.command("bootstrap")
 @with_appcontext
 def bootstrap_command() -> None:

@@ -59,16 +59,19 @@ logger_class = RedactingLogger
 
 
 def post_worker_init(worker):
-    """Each worker sends the queued notifications from a thread of its own (core/notifying.py).
+    """Each worker sends the queued notifications from a thread of its own (core/notifying.py), and
+    compiles the templates before its first request rather than in it.
 
     What the worker loaded to start (the app, boto3's and botocore's modules and, where a storage is
     an S3 bucket, S3's service model: up to 150,000 objects) lives as long as it does, so the
     garbage collector is told to leave it out of its passes: a full pass over it took 100 ms here,
     now and then in the middle of a request, and S3's model loaded later added 20 ms to each."""
+    from app import compile_templates
     from core.storages import uses_s3  # imported once gevent has patched ssl, as the app is
     from storage.s3 import load_service_model
 
     worker.wsgi.extensions["oncelink_notify"].start()
+    compile_templates(worker.wsgi)
     if uses_s3(worker.wsgi.config["DATABASE"]):
         load_service_model()  # some 15 MB: not where no storage needs it
     gc.freeze()
