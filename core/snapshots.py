@@ -4,8 +4,8 @@ Showing a page of a sorted folder takes every entry looked at. So a folder is sc
 compact columns (storage.base.FolderScan) and kept a while: its first page in an order is selected
 from it (core/orderings.head), the whole order is sorted after that answer, and every later page
 costs only its own rows. A large local folder's fresh scan is also written to the data dir for the
-other workers (core/shared_scans.py), which start from it when they have none of their own, as from
-a kept scan whose version may have moved. A local folder's scan holds while the folder's version
+other workers (core/shared_scans.py), sorted in its page's order first, and they start from it when
+they have none of their own, as from a kept scan whose version may have moved. A local folder's scan holds while the folder's version
 (its mtime and ctime) stays, which any name added, removed or renamed moves. Sizes and dates change
 without it, so a scan's sizes and dates serve KEEP_SECONDS at most, as does any scan of S3, where
 nothing short of listing tells that a prefix changed.
