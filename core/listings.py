@@ -117,7 +117,7 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
         return _store_page_at(storage, storage_id, folder, offset, limit)
     snapshot = snapshot_of(storage, folder, order.sort)
     listing = Listing(storage, snapshot, order, first=limit if offset <= 0 else 0)
-    prefetch_sizes(storage, snapshot)  # a person browsing: the next order asked may well need them
+    prefetch_sizes(storage, snapshot, order.sort)  # a person browsing: the next order may well need them
     rows = list(listing.rows_from(0)) if listing.needle else None
     total = len(rows) if rows is not None else len(listing)
     offset = min(max(0, offset), max(0, (total - 1) // limit * limit))

@@ -5,10 +5,10 @@ compact columns (storage.base.FolderScan) and kept a while: its first page in an
 from it (core/orderings.head), the whole order is sorted after that answer, and every later page
 costs only its own rows. A large local folder's fresh scan is also written to the data dir for the
 other workers (core/shared_scans.py), sorted in its page's order first, and they start from it when
-they have none of their own, as from a kept scan whose version may have moved. A local folder's scan holds while the folder's version
-(its mtime and ctime) stays, which any name added, removed or renamed moves. Sizes and dates change
-without it, so a scan's sizes and dates serve KEEP_SECONDS at most, as does any scan of S3, where
-nothing short of listing tells that a prefix changed.
+they have none of their own, as from a kept scan whose version may have moved. A local folder's scan
+holds while the folder's version (its mtime and ctime) stays, which any name added, removed or
+renamed moves. Sizes and dates change without it, so a scan's sizes and dates serve KEEP_SECONDS at
+most, as does any scan of S3, where nothing short of listing tells that a prefix changed.
 
 A kept scan is brought up to date rather than redone (core/patches.py). Where the folder lies on a
 local filesystem, its scan carries an inotify watch (storage/watching.py), set before the folder is
@@ -203,7 +203,7 @@ def snapshot_of(storage: Storage, folder: str, sort: Sort) -> Snapshot:
         kept = brought_up_to_watch(storage, key, kept)
     limit = KEEP_SECONDS if kept is None else kept.keep_seconds
     if kept is not None and kept.stats_due(stats, now):
-        refresh_in_background(storage, key)
+        refresh_in_background(storage, key, sort)
         limit += STALE_SECONDS - KEEP_SECONDS
     if kept is not None and kept.holds(storage, stats, now, limit):
         snapshot = kept
@@ -244,12 +244,12 @@ def brought_up_to_date(
     return fresh or scanned(storage, folder, sort, now)
 
 
-def prefetch_sizes(storage: Storage, snapshot: Snapshot) -> None:
+def prefetch_sizes(storage: Storage, snapshot: Snapshot, sort: Sort) -> None:
     """A large local folder a person is shown by name has its sizes and dates looked at in the
     background, so that ordering it by date or size next (the newest backup first) finds them ready."""
     scan = snapshot.scan
     if PREFETCH and scan.sizes is None and scan.version is not None and snapshot.worth_keeping():
-        refresh_in_background(storage, (storage.cache_key, scan.folder))
+        refresh_in_background(storage, (storage.cache_key, scan.folder), sort)
 
 
 def scanned(storage: Storage, folder: str, sort: Sort, now: float) -> Snapshot:
@@ -322,8 +322,10 @@ refreshing: set[tuple[str, str]] = set()  # the folders whose sizes and dates a 
 refreshing_lock = Lock()
 
 
-def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
-    """A scan of the folder with sizes and dates, replacing the kept one when done; one at a time."""
+def refresh_in_background(storage: Storage, key: tuple[str, str], sort: Sort) -> None:
+    """A scan of the folder with sizes and dates, replacing the kept one when done; one at a time.
+    It comes sorted in the kept scan's orders and in `sort`, the page's, whose own sort may not be
+    done yet as the refresh starts (Snapshot.head sorts in the background too)."""
     with refreshing_lock:
         if key in refreshing:
             return
@@ -332,7 +334,7 @@ def refresh_in_background(storage: Storage, key: tuple[str, str]) -> None:
     def refresh() -> None:
         try:
             kept = snapshots.get(key)
-            sorts = list(kept.orderings) if kept is not None else []
+            sorts = list(dict.fromkeys([*(kept.orderings if kept is not None else ()), sort]))
             with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
                 snapshot = off_the_hub(sorted_scan, storage, key[1], sorts, watch)
             kept_if_worth_it(key, shared_later(storage, key, snapshot, None))

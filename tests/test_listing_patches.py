@@ -142,10 +142,26 @@ def test_sizes_too_old_to_serve_while_they_are_refreshed_are_waited_for(folder, 
     assert scans == [True, True]
 
 
-def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(folder, scans, monkeypatch):
+@pytest.mark.parametrize("page_sorted_first", [True, False], ids=["page-sorted-first", "refresh-first"])
+def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(
+    folder, scans, monkeypatch, page_sorted_first
+):
+    """Whichever of the two ends first in the background, the page's own sort (Snapshot.head) or
+    the scan of sizes and dates, the scan that stays is sorted by name too."""
     monkeypatch.setattr(snapshots, "PREFETCH", True)
+    held = []
+    background = snapshots.in_background
+    monkeypatch.setattr(
+        snapshots,
+        "in_background",
+        lambda work, name: held.append(work) if name == "listing-sort" else background(work, name),
+    )
     page_at(LocalStorage(str(folder)), "test", "f", Order(), 0, 100)
+    if page_sorted_first:
+        held.pop()()
     wait_for(lambda: kept_scan(folder).scan.sizes is not None, "the sizes and dates read in the background")
-    assert set(kept_scan(folder).orderings) == {Sort.NAME}  # the name order it replaced, made ahead too
+    for work in held:
+        work()  # the page's sort, ending after the refresh: of the scan the refresh replaced
+    assert set(kept_scan(folder).orderings) == {Sort.NAME}  # the name order, made with the sizes
     assert whole_folder(folder, Sort.DATE)[0].name == fresh_order(folder / "f", Sort.DATE, False)[0]
     assert scans == [False, True]  # the names for the page, then the background scan: none for the date order
