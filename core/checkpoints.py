@@ -4,8 +4,7 @@ by whichever request's commit finds it full.
 SQLite does that copy (a checkpoint) at the commit that takes the log past 1,000 pages: the commit
 then writes a few MB and syncs the file while its process holds the writers' turn (db/writes.py),
 so that every writer of every worker waits behind it, and a gevent worker waiting for the turn
-waits whole (with no checkpoints at all, the 99th percentile of `make bench`'s mints at 10,000 links
-fell from 68-200 ms to 51-66 ms in runs of one morning). A worker's connections therefore
+waits whole. The mints of a busy install saw it at their p99. A worker's connections therefore
 leave checkpoints to this loop, which every CHECK_SECONDS, when the log has changed, runs a PASSIVE
 checkpoint on a connection of its own, off the hub: one that waits for no writer and makes none
 wait, copying what no reader still needs. Nothing here on PostgreSQL.
