@@ -30,7 +30,6 @@ from blueprints import (
 from blueprints.errors import register_error_handlers
 from core.accounts import create_user
 from core.attempts import FailureLimits
-from core.checkpoints import Checkpointer
 from core.digests import DigestWorker
 from core.downloads import Serving
 from core.health import HealthMonitor, HealthSettings
@@ -171,7 +170,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["oncelink_purge"] = BackgroundPurge(
         app.config["DATABASE"], float(app.config["LINK_RETENTION"]), float(app.config["PURGE_INTERVAL"])
     )
-    app.extensions["oncelink_checkpoints"] = Checkpointer(app.config["DATABASE"])
     app.extensions["oncelink_notify"] = NotificationSender(
         app.config["DATABASE"], keyring, NotifySettings.from_config(app.config)
     )

@@ -59,9 +59,8 @@ logger_class = RedactingLogger
 
 
 def post_worker_init(worker):
-    """Each worker sends the queued notifications from a thread of its own (core/notifying.py) and
-    checkpoints the database's write-ahead log from another (core/checkpoints.py), and compiles the
-    templates before its first request rather than in it.
+    """Each worker sends the queued notifications from a thread of its own (core/notifying.py), and
+    compiles the templates before its first request rather than in it.
 
     What the worker loaded to start (the app, boto3's and botocore's modules and, where a storage is
     an S3 bucket, S3's service model: up to 150,000 objects) lives as long as it does, so the
@@ -71,7 +70,6 @@ def post_worker_init(worker):
     from core.storages import uses_s3  # imported once gevent has patched ssl, as the app is
     from storage.s3 import load_service_model
 
-    worker.wsgi.extensions["oncelink_checkpoints"].start()  # first: before any thread opens a connection
     worker.wsgi.extensions["oncelink_notify"].start()
     compile_templates(worker.wsgi)
     if uses_s3(worker.wsgi.config["DATABASE"]):
@@ -114,6 +112,4 @@ def worker_exit(server, worker):
     garbage collector would try to stop its threads while gevent's hub is already going."""
     from db import close_pools
 
-    if getattr(worker, "wsgi", None) is not None:  # None where the app failed to load
-        worker.wsgi.extensions["oncelink_checkpoints"].stop(1)
     close_pools()

@@ -32,9 +32,6 @@ from db.writes import write_transaction as write_transaction
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10
-# Pages in the write-ahead log past which a commit copies it back into the database file: SQLite's
-# own 1,000, or none where a checkpointer of the process does it instead (core/checkpoints.py).
-AUTOCHECKPOINT_PAGES = 1000
 DEFAULT_POOL_SIZE = 8
 
 # Result codes that say the database cannot be written now (a full disk, an I/O error, a file
@@ -69,14 +66,7 @@ def connect(path: str) -> Database:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     return db
-
-
-def leave_checkpoints() -> None:
-    """The SQLite connections this process opens from now on leave checkpoints to another."""
-    global AUTOCHECKPOINT_PAGES
-    AUTOCHECKPOINT_PAGES = 0
 
 
 def select_rows(db: Database, sql: str, params: Sequence | dict = ()) -> list[dict]:
@@ -149,7 +139,7 @@ def close_quietly(db: Database) -> None:
 class ConnectionPool:
     """Connections to one database file, kept open between uses: at most `size` idle at a time.
 
-    Opening one costs five PRAGMAs, and closing the last one checkpoints and deletes the WAL, so
+    Opening one costs four PRAGMAs, and closing the last one checkpoints and deletes the WAL, so
     that the next burst after an idle second starts by creating it again. `take` never waits:
     with every kept connection in use (a thread or greenlet each), it opens one more, which
     `give_back` closes when `size` are idle already. A connection that met an error saying the
