@@ -12,8 +12,9 @@ from itertools import islice
 
 from core.cursors import Position, decode_cursor, encode_cursor
 from core.folding import fold_entries
+from core.kept_scans import Snapshot
 from core.orderings import Sort, folders_first
-from core.snapshots import Snapshot, prefetch_sizes, snapshot_of
+from core.snapshots import first_rows, prefetch_sizes, snapshot_of
 from storage.base import Entry, Storage, clean_relative_path
 
 __all__ = ["Order", "Page", "Sort", "page_after", "page_at"]
@@ -40,7 +41,7 @@ class Page:
 class Listing:
     """One order of one scan, filtered: position 0 is the first entry shown. For a first page of
     `first` rows, unfiltered, in an order not sorted yet, it holds that page's rows alone: the page
-    costs a selection, not a sort of the folder (Snapshot.head)."""
+    costs a selection, not a sort of the folder (core/snapshots.first_rows)."""
 
     def __init__(self, storage: Storage, snapshot: Snapshot, order: Order, first: int = 0):
         self.storage, self.scan, self.order = storage, snapshot.scan, order
@@ -49,7 +50,7 @@ class Listing:
         self.needle = order.filter.casefold()
         self.first = None
         if first and not self.needle:
-            self.first = snapshot.head(storage, order.sort, first, order.descending)
+            self.first = first_rows(storage, snapshot, order.sort, first, order.descending)
         self.ordering = snapshot.ordering(storage, order.sort) if self.first is None else None
         self.count = snapshot.live_count() if self.ordering is None else len(self.ordering.rows)
 

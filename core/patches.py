@@ -1,4 +1,4 @@
-"""A kept folder scan brought up to date row by row, rather than scanned afresh (core/snapshots.py).
+"""A kept folder scan brought up to date row by row, rather than scanned afresh (core/kept_scans.py).
 
 Two ways: a folder's inotify watch tells which names came, went or changed, and only those are
 looked at (`followed`); or, where no watch can be trusted, the names are read again and compared
@@ -23,7 +23,7 @@ from storage.base import Entry, FolderScan, Storage
 from storage.watching import FolderWatch
 
 if TYPE_CHECKING:
-    from core.snapshots import Snapshot
+    from core.kept_scans import Snapshot
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from app import create_app
-from core import snapshots
+from core import kept_scans, snapshots
 from core.accounts import create_user
 from core.links import LinkRequest, create_link
 from core.shared_scans import shared_scans
@@ -282,9 +282,9 @@ def no_kept_scans(monkeypatch):
     background to outlive this one."""
     monkeypatch.setattr(snapshots, "PREFETCH", False)
     monkeypatch.setattr(shared_scans, "folder", None)
-    snapshots.snapshots.clear()
+    kept_scans.snapshots.clear()
     yield
-    snapshots.snapshots.clear()
+    kept_scans.snapshots.clear()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from core import snapshots
-from core.listings import Order
+from core import kept_scans
+from core.listings import Order, Sort
 from encryption import dbackup
 from storage import watching
 from storage.local import LocalStorage
@@ -145,14 +145,14 @@ def test_a_kept_scan_patched_name_by_name_folds_as_a_fresh_scan_would(
 ):
     """A folder large enough to be kept: backups and sidecars come and go in every order of arrival,
     followed by the folder's inotify watch, or (unwatched, as on NFS) by reading its names again."""
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
     if not watched:
         monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset())
     backups.mkdir(parents=True, exist_ok=True)
-    for number in range(snapshots.KEEP_FROM + 10):
+    for number in range(kept_scans.KEEP_FROM + 10):
         (backups / f"file-{number:05d}.bin").write_bytes(b"x" * (number % 7))
     storage = LocalStorage(str(backups))
-    order = Order(snapshots.Sort(sort))
+    order = Order(Sort(sort))
     assert names_listed(storage, order) and scans == [True]
 
     def check():
@@ -169,4 +169,4 @@ def test_a_kept_scan_patched_name_by_name_folds_as_a_fresh_scan_would(
     (backups / "a.sql.enc").unlink()  # a backup gone: its sidecar is a row again
     check()
     assert scans == [True] + [False] * (0 if watched else 4)  # watched: no read; else names, no stat each
-    assert snapshots.snapshots.get((storage.cache_key, "")).sidecars == {"c.sql.enc"}
+    assert kept_scans.snapshots.get((storage.cache_key, "")).sidecars == {"c.sql.enc"}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core import snapshots
+from core import kept_scans, snapshots
 from core.listings import Order, Sort, page_at
 from storage import watching
 from storage.local import LocalStorage
@@ -28,11 +28,11 @@ ORDERS = [(sort, descending) for sort in Sort for descending in (False, True)]
 
 
 @pytest.fixture(autouse=True)
-def kept_scans(monkeypatch, no_kept_scans):
+def scans_kept_unwatched(monkeypatch, no_kept_scans):
     """Scans kept although their folder changed a moment ago, as they would be a second later, and
     no folder watched."""
     monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset())
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_sizes_and_dates_too_old_for_a_patch_are_looked_at_again(folder, scans):
     listed_names(folder, Sort.SIZE, False)
     write_file_at(folder / "f", "file-00001", 100, 1e9)  # a size that changed: the version does not move
     write_file_at(folder / "f", "file-new", 1, 1e9)  # a name that came: the version moves
-    kept_scan(folder).stats_at -= snapshots.STALE_SECONDS
+    kept_scan(folder).stats_at -= kept_scans.STALE_SECONDS
     assert listed_names(folder, Sort.SIZE, False) == fresh_order(folder / "f", Sort.SIZE, False)
     assert scans == [True, True]
 
@@ -115,7 +115,7 @@ def test_a_scan_mostly_of_names_gone_is_replaced_by_a_fresh_one(folder, scans, m
 
 
 def kept_scan(root):
-    return snapshots.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
+    return kept_scans.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
 
 
 def whole_folder(root, sort: Sort) -> list:
@@ -125,11 +125,11 @@ def whole_folder(root, sort: Sort) -> list:
 def test_sizes_due_to_be_looked_at_again_serve_while_a_scan_in_the_background_does_it(folder, scans):
     whole_folder(folder, Sort.SIZE)
     write_file_at(folder / "f", "file-00001", 1000, 1e9)  # now the largest file; the version does not move
-    kept_scan(folder).stats_at -= snapshots.KEEP_SECONDS + 1
+    kept_scan(folder).stats_at -= kept_scans.KEEP_SECONDS + 1
     served = whole_folder(folder, Sort.SIZE)
     moved = next(entry for entry in served if entry.name == "file-00001")
     assert moved.size == 1000 and served[-1] is not moved  # shown as it is, placed as it was
-    wait_for(lambda: time.time() - kept_scan(folder).stats_at < snapshots.KEEP_SECONDS, "the refresh")
+    wait_for(lambda: time.time() - kept_scan(folder).stats_at < kept_scans.KEEP_SECONDS, "the refresh")
     assert whole_folder(folder, Sort.SIZE)[-1].name == "file-00001"
     assert scans == [True, True]
 
@@ -137,7 +137,7 @@ def test_sizes_due_to_be_looked_at_again_serve_while_a_scan_in_the_background_do
 def test_sizes_too_old_to_serve_while_they_are_refreshed_are_waited_for(folder, scans):
     whole_folder(folder, Sort.SIZE)
     write_file_at(folder / "f", "file-00001", 1000, 1e9)
-    kept_scan(folder).stats_at -= snapshots.STALE_SECONDS
+    kept_scan(folder).stats_at -= kept_scans.STALE_SECONDS
     assert whole_folder(folder, Sort.SIZE)[-1].name == "file-00001"
     assert scans == [True, True]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import snapshots
+from core import kept_scans
 from core.listings import Order, Sort, page_at
 from storage import watching
 from storage.base import UnsafePath
@@ -37,8 +37,8 @@ def folder(tmp_path) -> Path:
     return listing_folder(tmp_path / "root", COUNT)
 
 
-def kept_scan(root: Path) -> snapshots.Snapshot:
-    return snapshots.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
+def kept_scan(root: Path) -> kept_scans.Snapshot:
+    return kept_scans.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
 
 
 def kernel_watches() -> int:
@@ -93,7 +93,7 @@ def tmpfs(tmp_path):
     """A tmpfs, where a file's creation costs little."""
     with tmpfs_mounted(tmp_path / "tmpfs", "64m") as mountpoint:
         yield mountpoint
-        snapshots.snapshots.clear()  # its watches, before it goes
+        kept_scans.snapshots.clear()  # its watches, before it goes
 
 
 def test_an_overflowed_kernel_queue_means_the_folder_is_read_again(tmpfs, scans):
@@ -165,13 +165,13 @@ def test_watches_go_with_their_scans(folder, tmp_path):
     listed_names(folder, Sort.NAME, False)
     listed_names(folder, Sort.SIZE, False)  # a new scan, with sizes: its watch replaces the first
     assert kernel_watches() == 1
-    snapshots.snapshots.clear()
+    kept_scans.snapshots.clear()
     assert kernel_watches() == 0
 
 
 def test_folders_on_a_filesystem_inotify_cannot_follow_get_no_watch(folder, scans, monkeypatch):
     monkeypatch.setattr(watching, "LOCAL_FILESYSTEMS", frozenset({"nfs4"}))
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)  # kept although just written, as a second later
     listed_names(folder, Sort.NAME, False)
     assert kept_scan(folder).watch is None
     write_file_at(folder / "f", "came", 1, 1e9)

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import explorer, snapshots
-from core.snapshots import Snapshot
+from core import explorer, kept_scans, snapshots
+from core.kept_scans import Snapshot
 from db import connect
 from db.storages import StorageRecord, insert_storage
 from storage.base import FolderScan
@@ -84,7 +84,7 @@ def big_local(app, big_local_root, monkeypatch):
     db = connect(app.config["DATABASE"])
     insert_storage(db, StorageRecord("bulk", "Bulk", "local", {"path": str(root)}))
     db.close()
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)
     return rows
 
 
@@ -202,8 +202,8 @@ def test_a_folder_changed_between_pages_repeats_nothing_and_loses_nothing(
     """Entries there all along come exactly once; one added after the cursor comes, one added
     before it does not (the cursor is a position, not an offset that a change would shift)."""
     if kept:
-        monkeypatch.setattr(snapshots, "KEEP_FROM", 1)
-        monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+        monkeypatch.setattr(kept_scans, "KEEP_FROM", 1)
+        monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)
     folder = backups / "changing"
     folder.mkdir(parents=True)
     original = [f"f{number:03d}" for number in range(0, 600, 2)]

@@ -9,7 +9,7 @@ from array import array
 
 import pytest
 
-from core import snapshots
+from core import kept_scans, snapshots
 from core.listings import Order, Sort, page_after, page_at
 from core.orderings import head, name_keys
 from storage.base import FolderScan, casefolded_name_key
@@ -93,7 +93,7 @@ def deferred(monkeypatch, no_kept_scans) -> list:
     folder changed a moment ago, as they would be a second later."""
     held = []
     monkeypatch.setattr(snapshots, "in_background", lambda work, name: held.append(work))
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)
     return held
 
 
@@ -106,7 +106,7 @@ def test_a_first_page_sorts_nothing_and_the_pages_after_it_find_the_folder_sorte
     fresh = fresh_order(root / "f", sort, descending)
 
     first = page_after(storage, "test", "f", order, None, 700)
-    kept = snapshots.snapshots.get((storage.cache_key, "f"))
+    kept = kept_scans.snapshots.get((storage.cache_key, "f"))
     assert [entry.name for entry in first.entries] == fresh[:700]
     assert first.total == len(fresh)
     assert kept.orderings == {}  # selected: nothing sorted yet

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from core import kept_scans, snapshots
 from core import shared_scans as shared_module
-from core import snapshots
 from core.listings import Order, Sort, page_at
 from core.orderings import Ordering
 from core.shared_scans import SharedScan, decoded, encoded, shared_scans
@@ -32,7 +32,7 @@ def shared(tmp_path, monkeypatch, no_kept_scans) -> Path:
     """Scans shared in a data dir of the test's own; scans kept although their folder changed a
     moment ago, as they would be a second later; background work done at once."""
     shared_scans.keep_in(tmp_path / "scans")
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", -1.0)
     monkeypatch.setattr(snapshots, "in_background", lambda work, name: work())
     return tmp_path / "scans"
 
@@ -48,7 +48,7 @@ def names_of(entries) -> list[str]:
 
 def other_worker() -> None:
     """What this process keeps in memory forgotten, as a worker that never listed the folder."""
-    snapshots.snapshots.clear()
+    kept_scans.snapshots.clear()
 
 
 def test_a_scan_one_worker_made_serves_another(shared, root, scans):
@@ -75,7 +75,7 @@ def test_the_order_a_page_asked_for_is_shared_sorted_so_another_worker_neither_s
 
     other_worker()
     for sorting in ("ordering", "head"):
-        monkeypatch.setattr(snapshots, sorting, lambda *args, name=sorting: pytest.fail(f"{name} called"))
+        monkeypatch.setattr(kept_scans, sorting, lambda *args, name=sorting: pytest.fail(f"{name} called"))
     first = page_at(storage, "test", "f", order, 0, 100)
     expected = fresh_order(root / "f", order.sort, order.descending)
     assert names_of(first.entries) == expected[:100]
@@ -97,7 +97,7 @@ def test_sizes_older_than_a_kept_scans_are_not_used(shared, root, scans):
     storage, key = LocalStorage(str(root)), (LocalStorage(str(root)).cache_key, "f")
     page_at(storage, "test", "f", BY_SIZE, 0, 100)
     made = shared_scans.load(key)
-    old = made.stats_at - snapshots.STALE_SECONDS - 1
+    old = made.stats_at - kept_scans.STALE_SECONDS - 1
     shared_scans.save(key, replace(made, taken_at=old, stats_at=old))
 
     other_worker()
@@ -131,7 +131,7 @@ def test_a_file_of_another_folder_serves_nothing(shared, root):
 
 
 def test_a_scan_of_a_folder_changed_a_moment_before_is_not_shared(shared, root, monkeypatch):
-    monkeypatch.setattr(snapshots, "RACY_SECONDS", 1.0)
+    monkeypatch.setattr(kept_scans, "RACY_SECONDS", 1.0)
     page_at(LocalStorage(str(root)), "test", "f", BY_SIZE, 0, 100)  # the folder was written just now
     assert not list(shared.glob("*.scan"))
 
