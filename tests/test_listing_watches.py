@@ -21,6 +21,7 @@ from tests.helpers import (
     change_names,
     every_entry,
     fresh_order,
+    inotify_watches,
     listed_names,
     listing_folder,
     write_file_at,
@@ -39,12 +40,6 @@ def folder(tmp_path) -> Path:
 
 def kept_scan(root: Path) -> kept_scans.Snapshot:
     return kept_scans.snapshots.get((LocalStorage(str(root)).cache_key, "f"))
-
-
-def kernel_watches() -> int:
-    """The watches this process's inotify instance holds, as the kernel lists them."""
-    fd = watcher._inotify.fileno()
-    return Path(f"/proc/self/fdinfo/{fd}").read_text().count("inotify wd:")
 
 
 @pytest.mark.parametrize(("sort", "descending"), ORDERS)
@@ -164,9 +159,9 @@ def test_watches_go_with_their_scans(folder, tmp_path):
     listed_names(small, Sort.NAME, False)  # too small to keep: its watch goes at once
     listed_names(folder, Sort.NAME, False)
     listed_names(folder, Sort.SIZE, False)  # a new scan, with sizes: its watch replaces the first
-    assert kernel_watches() == 1
+    assert inotify_watches(os.getpid()) == 1
     kept_scans.snapshots.clear()
-    assert kernel_watches() == 0
+    assert inotify_watches(os.getpid()) == 0
 
 
 def test_folders_on_a_filesystem_inotify_cannot_follow_get_no_watch(folder, scans, monkeypatch):
