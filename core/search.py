@@ -13,9 +13,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from itertools import compress
 
 from core.folding import Folded, folded_scan
+from core.listings import rows_holding
 from core.offloading import off_the_hub
+from core.orderings import Sort, ascending
 from storage.base import Entry, Storage, StorageError, clean_relative_path
 
 MAX_ENTRIES = 200_000  # names read, all folders together
@@ -48,10 +51,10 @@ def search_below(storage: Storage, folder: str, needle: str, limit: int) -> Foun
         scan = folded.scan
         sidecars |= folded.sidecars
         folders, names = folders + 1, names + len(scan)
-        rows = sorted(range(len(scan)), key=lambda row: storage.name_key(scan.names[row], scan.folders[row]))
-        found = [row for row in rows if needle in scan.names[row].casefold()]
+        found = ascending(storage, scan, Sort.NAME, rows_holding(range(len(scan)), scan.names, needle))
         matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
-        waiting.extend(_child_path(current, scan.names[row]) for row in rows if scan.folders[row])
+        folders_below = ascending(storage, scan, Sort.NAME, compress(range(len(scan)), scan.folders))
+        waiting.extend(_child_path(current, scan.names[row]) for row in folders_below)
     complete = not waiting and len(matches) <= limit
     return Found(matches[:limit], frozenset(sidecars), folders, names, complete)
 

@@ -19,6 +19,7 @@ import pytest
 
 from core import explorer, kept_scans, snapshots
 from core.kept_scans import Snapshot
+from core.listings import Order, Sort
 from db import connect
 from db.storages import StorageRecord, insert_storage
 from storage.base import FolderScan
@@ -140,6 +141,21 @@ def test_every_local_entry_once_in_each_order(client, auth, big_local, sort, des
     names, pages = walk_explorer(client, explorer_url("bulk", sort, descending))
     assert pages == COUNT // 100 and names == expected
     assert walk_api(client, "bulk", sort, descending) == expected
+
+
+@pytest.mark.parametrize(("sort", "descending"), ORDERS)
+def test_a_filtered_local_folder_shows_every_match_once_in_each_order(
+    client, auth, big_local, big_local_root, sort, descending
+):
+    needle = "-001"  # two folders, files on both sides of them, and no match of the case-tied names
+    expected = [name for name in local_order(big_local, sort, descending) if needle in name.casefold()]
+    assert 0 < sum(name.startswith("folder-") for name in expected) < len(expected) > 100
+    auth.login("viewer")
+    names, pages = walk_explorer(client, explorer_url("bulk", sort, descending) + f"&q={needle.upper()}")
+    assert names == expected and pages == -(-len(expected) // 100)
+    order = Order(Sort(sort), descending, needle)
+    walked = every_entry(LocalStorage(str(big_local_root[0])), "big", order, limit=30)
+    assert [entry.name for entry in walked] == expected
 
 
 def s3_rows() -> list[tuple[str, bool, int, float]]:
