@@ -9,6 +9,7 @@ each request has an OS thread of its own, and the work is a plain call.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -30,6 +31,41 @@ def off_the_hub(work: Callable[..., Result], *args, **kwargs) -> Result:
     from gevent import get_hub
 
     return get_hub().threadpool.apply(work, args, kwargs)
+
+
+class Lane:
+    """At most `width` pieces of work of one kind at once on gevent's OS threads; the greenlets that
+    ask for more wait their turn, and the hub goes on meanwhile.
+
+    Reading a folder of 100,000 names builds 100,000 objects while holding the GIL, which the hub
+    needs to serve every connection of the worker: with ten such reads at once (gevent's pool has ten
+    threads), a crowd searching large folders left a worker's downloads without a turn for seconds."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self._turns = None
+        self._pid = 0
+
+    def run(self, work: Callable[..., Result], *args, **kwargs) -> Result:
+        """`work(*args, **kwargs)` off the hub in its turn, where the worker is gevent's."""
+        if not under_gevent():
+            return work(*args, **kwargs)
+        if self._pid != os.getpid():  # made in the worker: a semaphore of gevent's hub
+            from gevent.lock import BoundedSemaphore
+
+            self._turns, self._pid = BoundedSemaphore(self.width), os.getpid()
+        with self._turns:
+            return off_the_hub(work, *args, **kwargs)
+
+
+local_reads = Lane(2)  # local folders read (and stat'ed) at once, per worker
+
+
+def reads_of(storage) -> Callable[..., Result]:
+    """How work that reads the folders of `storage` goes off the hub: a local one's in the lane of
+    local reads, where the cost is the GIL's more than the disk's; a remote one's (`cheap_reads`
+    false) to a thread at once, where it waits on the network and hardly holds the GIL."""
+    return local_reads.run if storage.cheap_reads else off_the_hub
 
 
 def in_background(work: Callable[[], None], name: str) -> None:

@@ -17,7 +17,7 @@ from itertools import compress
 from typing import TYPE_CHECKING
 
 from core.folding import fold_entries, fold_partners, folded_scan, path_of
-from core.offloading import off_the_hub
+from core.offloading import reads_of
 from core.orderings import patched_ordering
 from storage.base import Entry, FolderScan, Storage
 from storage.watching import FolderWatch
@@ -77,7 +77,7 @@ def patched(storage: Storage, kept: Snapshot, now: float, limit: int) -> Snapsho
     (its rows would move)."""
     scan = kept.scan
     with watched(storage, scan.folder) as watch:
-        folded = off_the_hub(folded_scan, storage, scan.folder)
+        folded = reads_of(storage)(folded_scan, storage, scan.folder)
     fresh = folded.scan
     listed, known = contents(fresh), kept.contents()
     went, came = known.names - listed.names, sorted(listed.names - known.names)

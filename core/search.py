@@ -17,7 +17,7 @@ from itertools import compress
 
 from core.folding import Folded, folded_scan
 from core.listings import rows_holding
-from core.offloading import off_the_hub
+from core.offloading import reads_of
 from core.orderings import Sort, ascending
 from storage.base import Entry, Storage, StorageError, clean_relative_path
 
@@ -63,7 +63,7 @@ def _read_once(storage: Storage, folder: str, first: bool, seen: set[str]) -> Fo
     """The folder's names and kinds; None for one met again through a symlink (the same version),
     or one that went or may not be read (passed over as a listing would; the first one raises)."""
     try:
-        folded = off_the_hub(folded_scan, storage, folder)
+        folded = reads_of(storage)(folded_scan, storage, folder)
     except StorageError:
         if first:
             raise

@@ -24,7 +24,7 @@ from threading import Lock
 
 from core.folding import folded_scan
 from core.kept_scans import KEEP_SECONDS, STALE_SECONDS, Snapshot, snapshots
-from core.offloading import in_background, off_the_hub
+from core.offloading import in_background, off_the_hub, reads_of
 from core.orderings import Sort
 from core.patches import followed, patched, watched
 from core.shared_scans import SharedScan, shared_scans
@@ -111,7 +111,7 @@ def prefetch_sizes(storage: Storage, snapshot: Snapshot, sort: Sort) -> None:
 def scanned(storage: Storage, folder: str, sort: Sort, now: float) -> Snapshot:
     """A fresh scan for a page in `sort`, and that order shared with the scan."""
     with watched(storage, folder) as watch:
-        folded = off_the_hub(folded_scan, storage, folder, stats=sort is not Sort.NAME)
+        folded = reads_of(storage)(folded_scan, storage, folder, stats=sort is not Sort.NAME)
     snapshot = Snapshot(folded.scan, now, sidecars=folded.sidecars, watch=watch)
     return shared_later(storage, (storage.cache_key, folder), snapshot, sort)
 
@@ -192,7 +192,7 @@ def refresh_in_background(storage: Storage, key: tuple[str, str], sort: Sort) ->
             kept = snapshots.get(key)
             sorts = list(dict.fromkeys([*(kept.orderings if kept is not None else ()), sort]))
             with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
-                snapshot = off_the_hub(sorted_scan, storage, key[1], sorts, watch)
+                snapshot = reads_of(storage)(sorted_scan, storage, key[1], sorts, watch)
             kept_if_worth_it(key, shared_later(storage, key, snapshot, None))
         except StorageError as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)

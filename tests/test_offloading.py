@@ -7,8 +7,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
-from core.offloading import in_background, off_the_hub
+from core.offloading import Lane, in_background, local_reads, off_the_hub, reads_of
+from storage.local import LocalStorage
 
 REPO = Path(__file__).resolve().parent.parent
 UNDER_GEVENT = """
@@ -67,6 +69,47 @@ def test_under_gevent_background_work_waits_for_the_request_to_wait():
     assert done.stdout.strip() == "request,background", done.stderr
 
 
+LANE_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import threading
+import gevent
+from core.offloading import Lane, off_the_hub
+
+blocking_sleep = monkey.get_original("time", "sleep")
+lock = monkey.get_original("threading", "Lock")()
+running, most, threads = [0], [0], set()
+
+def reading():
+    with lock:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+    blocking_sleep(0.05)
+    with lock:
+        running[0] -= 1
+    threads.add(threading.get_native_id())
+    return 1
+
+lane = Lane(2)
+readers = [gevent.spawn(lane.run, reading) for _ in range(6)]
+others = [gevent.spawn(off_the_hub, blocking_sleep, 0.05) for _ in range(4)]  # not in the lane
+gevent.joinall(readers + others, raise_error=True)
+assert sum(reader.value for reader in readers) == 6
+print(most[0], threading.get_native_id() in threads)
+"""
+
+
+def test_under_gevent_a_lane_runs_so_many_at_once_off_the_hub_and_the_rest_in_turn():
+    done = subprocess.run(
+        [sys.executable, "-c", LANE_UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.stdout.strip() == "2 False", done.stderr
+
+
+def test_elsewhere_a_lane_is_a_plain_call():
+    assert Lane(1).run(threading.get_native_id) == threading.get_native_id()
+
+
 def test_elsewhere_background_work_is_a_thread_of_its_own():
     ran = threading.Event()
     threads = []
@@ -78,3 +121,8 @@ def test_elsewhere_background_work_is_a_thread_of_its_own():
 def test_elsewhere_the_work_is_a_plain_call():
     assert off_the_hub(threading.get_native_id) == threading.get_native_id()
     assert off_the_hub(divmod, 7, 2) == (3, 1)
+
+
+def test_local_folders_are_read_in_their_lane_and_remote_ones_straight_off_the_hub(tmp_path):
+    assert reads_of(LocalStorage(str(tmp_path))) == local_reads.run
+    assert reads_of(SimpleNamespace(cheap_reads=False)) is off_the_hub
