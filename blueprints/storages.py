@@ -15,6 +15,7 @@ from blueprints.links import iso
 from core.delivery import DeliveryMode
 from core.digests import listed_sha256s
 from core.explorer import ListedEntry, list_folder, parse_listing_request
+from core.offloading import let_connections_run
 from core.remote_storages import (
     add_sftp_storage,
     add_webdav_storage,
@@ -61,6 +62,7 @@ def files(storage_id: str):
     listing = parse_listing_request(request.args)
     page = list_folder(get_db(), storage_id, listing, keyring())
     known = listed_sha256s(get_db(), storage_id, [item.entry for item in page.entries])
+    let_connections_run()  # up to 5,000 entries as JSON are next
     return jsonify(
         success=True,
         storage=storage_id,

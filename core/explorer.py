@@ -14,6 +14,7 @@ from sqlite_utils import Database
 
 from core.delivery import ENCRYPTED_SUFFIX
 from core.listings import Order, Page, Sort, page_after, page_at
+from core.offloading import let_connections_run
 from core.search import Found, search_below
 from encryption.dbackup import Sidecar, read_sidecar, sidecar_name
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
@@ -200,6 +201,7 @@ def browse_folder(db: Database, storage_id: str, query: FolderQuery, keyring: Ke
         page = page_at(storage, storage_id, query.folder, order, (number - 1) * size, size)
         number = page.offset // size + 1
     pages = max(1, -(-page.total // size)) if page.total is not None else None
+    let_connections_run()  # the rows were looked at; their headers are next
     return FolderPage(
         replace(query, page=number),
         listed(storage, page.entries, profile_labels(db), page.sidecars),
@@ -250,6 +252,7 @@ def list_folder(db: Database, storage_id: str, request: ListingRequest, keyring:
     """One page of the files API: at most `limit` entries, and the cursor of the next page."""
     storage = load_storage(db, storage_id, keyring)
     page: Page = page_after(storage, storage_id, request.folder, request.order, request.cursor, request.limit)
+    let_connections_run()
     return ListedPage(listed(storage, page.entries, profile_labels(db), page.sidecars), page.next)
 
 

@@ -15,6 +15,7 @@ from operator import contains
 from core.cursors import Position, decode_cursor, encode_cursor
 from core.folding import fold_entries
 from core.kept_scans import Snapshot
+from core.offloading import let_connections_run
 from core.orderings import Sort, folders_first
 from core.snapshots import first_rows, prefetch_sizes, snapshot_of
 from storage.base import Entry, Storage, clean_relative_path
@@ -139,6 +140,7 @@ def page_at(storage: Storage, storage_id: str, folder: str, order: Order, offset
         return _store_page_at(storage, storage_id, folder, offset, limit)
     snapshot = snapshot_of(storage, folder, order.sort)
     listing = Listing(storage, snapshot, order, first=limit if offset <= 0 else 0)
+    let_connections_run()  # the order was selected or sorted; the rows are next
     prefetch_sizes(storage, snapshot, order.sort)  # a person browsing: the next order may well need them
     rows = list(listing.rows_from(0)) if listing.needle else None
     total = len(rows) if rows is not None else len(listing)
@@ -164,6 +166,7 @@ def page_after(
         return _store_page(storage, identity, folder, after, limit)
     snapshot = snapshot_of(storage, folder, order.sort)
     listing = Listing(storage, snapshot, order, first=0 if after else limit + 1)
+    let_connections_run()
     start = listing.start_after(after) if after else 0
     rows = list(islice(listing.rows_from(start), limit + 1))
     shown = rows[:limit]

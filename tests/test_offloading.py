@@ -3,13 +3,14 @@ gevent worker runs the app), a plain call otherwise. Run in a child process: pat
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
-from core.offloading import Lane, in_background, local_reads, off_the_hub, reads_of
+from core.offloading import Lane, in_background, let_connections_run, local_reads, off_the_hub, reads_of
 from storage.local import LocalStorage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,8 +107,48 @@ def test_under_gevent_a_lane_runs_so_many_at_once_off_the_hub_and_the_rest_in_tu
     assert done.stdout.strip() == "2 False", done.stderr
 
 
-def test_elsewhere_a_lane_is_a_plain_call():
+def test_elsewhere_a_lane_is_a_plain_call_and_a_turn_for_the_others_nothing():
     assert Lane(1).run(threading.get_native_id) == threading.get_native_id()
+    assert let_connections_run() is None
+
+
+TURNS_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import json
+import socket
+import gevent
+from core.offloading import let_connections_run
+
+ours, theirs = socket.socketpair()
+received = []
+
+def connection():  # another request of the worker, waiting on its client
+    while data := theirs.recv(16):
+        received.append(data)
+
+def busy(steps, between):
+    seen = []
+    for step in range(steps):
+        ours.send(b"%d" % step)  # the other connection is ready from now on
+        sum(range(200_000))  # a step of the page's work: no wait, so no switch
+        between()
+        seen.append(len(received))
+    return seen
+
+gevent.spawn(connection)
+gevent.sleep(0.01)  # the connection waits on its socket
+print(json.dumps([busy(5, lambda: None), busy(5, let_connections_run)]))
+"""
+
+
+def test_under_gevent_a_request_lets_the_ready_connections_run_between_its_steps():
+    done = subprocess.run(
+        [sys.executable, "-c", TURNS_UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    without, with_turns = json.loads(done.stdout or "null") or [None, None]
+    assert without == [0, 0, 0, 0, 0], done.stderr  # the other connection never ran
+    assert with_turns == sorted(set(with_turns)) and with_turns[0] > 0 and len(with_turns) == 5, done.stderr
 
 
 def test_elsewhere_background_work_is_a_thread_of_its_own():
