@@ -22,6 +22,7 @@ from harness import REPO, BenchError, MiB, Workspace, free_port
 from hosts import measure_hosts
 from links_year import measure_minting
 from listings import measure_listings
+from page_floods import measure_floods
 from raw_downloads import measure_throughput, measure_workers
 from remote_downloads import measure_remote
 from report import Section, machine_facts, render_document, render_section
@@ -42,6 +43,7 @@ MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_s3,
     measure_remote,
     measure_crowd,
+    measure_floods,
     measure_listings,
     measure_minting,
     measure_hosts,

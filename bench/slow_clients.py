@@ -79,9 +79,9 @@ class Session:
             raise BenchError(f"signing in answered {status}")
         return headers["Set-Cookie"].split(";")[0]
 
-    def mint(self, relative: str) -> tuple[float, str]:
+    def mint(self, relative: str, uses: int = 1) -> tuple[float, str]:
         """Seconds the mint API took, and the link."""
-        body = json.dumps({"file": relative, "ttl": 3600}).encode()
+        body = json.dumps({"file": relative, "ttl": 3600, "uses": uses}).encode()
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         started = time.perf_counter()
         status, _, answer = self.request("POST", "/api/storage/local/download-url", headers, body)
