@@ -3,8 +3,11 @@
 Under gunicorn's gevent worker every request of a process is a greenlet on one OS thread, and a
 greenlet that stats 100,000 files keeps every other one waiting until it is done. Such work goes to
 gevent's pool of OS threads, where its system calls release the GIL and the hub goes on serving;
-the greenlet that asked waits for the result alone. Under the other worker classes, and in tests,
-each request has an OS thread of its own, and the work is a plain call.
+the greenlet that asked waits for the result alone. Local folders are read two at a time per worker
+(Lane): a read builds its names while holding the GIL, which the hub needs too. And a request that
+builds a large page pauses between its steps for the worker's ready connections to go first
+(let_connections_run): the hub switches only where a greenlet waits. Under the other worker
+classes, and in tests, each request has an OS thread of its own, and the work is a plain call.
 """
 
 from __future__ import annotations
