@@ -6,11 +6,13 @@ process group, which is ended when its `with` block exits, however it exits.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,6 +159,24 @@ def child_process(args: list[str], log: Path, **popen_args) -> Iterator[subproce
         yield process
     finally:
         stop_process_group(process)
+
+
+def started_script(script: str, args: list[str], stdin: str) -> subprocess.Popen:
+    """`python bench/<script> <args>` with `stdin` written to it, running beside the bench; its
+    report is the JSON it prints (script_report)."""
+    command = [sys.executable, str(REPO / "bench" / script), *args]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process.stdin.write(stdin)
+    process.stdin.close()
+    return process
+
+
+def script_report(process: subprocess.Popen, timeout: float) -> dict:
+    """What a script started by started_script printed, once it ended well within `timeout`."""
+    output = process.stdout.read()
+    if process.wait(timeout=timeout) != 0:
+        raise BenchError(f"{Path(process.args[1]).name} failed")
+    return json.loads(output)
 
 
 @dataclass(frozen=True)

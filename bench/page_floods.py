@@ -7,20 +7,19 @@ The reference is the same downloads alone, in the same run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from harness import REPO, BenchError, MiB
+from harness import BenchError, MiB, script_report, started_script
 from listings import write_folder
 from report import Section
 from servers import Bench
-from slow_clients import Session
+from slow_clients import Session, operator_session
 
 DOWNLOADS = 4
 USES = 100  # each reader's link, downloaded again and again
 FLOODERS = 16
 SECONDS = 10.0
 FOLDER, COUNT = "flood", 100_000
+REPORT_SECONDS = SECONDS * 6  # the longest a reader or crowd may take to end and report
 STARVED_SECONDS = 1.0  # a download that received nothing for this long was starved
 COLUMNS = ["Downloads (4, each as fast as it reads)", "MiB/s", "x alone", "Longest stall, ms", "Pages/s"]
 ABOUT = (
@@ -53,35 +52,26 @@ def flood_request(session: Session, kind: str) -> dict:
     }
 
 
-def start(script: str, args: list[str], stdin: str) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "bench" / script), *args]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    process.stdin.write(stdin)
-    process.stdin.close()
-    return process
-
-
-def report_of(process: subprocess.Popen) -> dict:
-    output = process.stdout.read()
-    if process.wait(timeout=SECONDS * 6) != 0:
-        raise BenchError(f"{process.args[1]} failed")
-    return json.loads(output)
-
-
 def downloads(session: Session, relative: str, request: dict | None, port: int) -> tuple[dict, dict | None]:
     """The readers' report, and the crowd's where there is one, run side by side."""
     urls = [session.mint(relative, USES)[1] for _ in range(DOWNLOADS)]
     crowd = None
     if request is not None:
-        crowd = start("page_crowd.py", [str(port), str(FLOODERS), str(SECONDS)], json.dumps(request))
-    readers = report_of(start("stall_readers.py", [str(SECONDS)], "\n".join(urls)))
-    return readers, report_of(crowd) if crowd is not None else None
+        crowd = started_script("page_crowd.py", [str(port), str(FLOODERS), str(SECONDS)], json.dumps(request))
+    readers = script_report(
+        started_script("stall_readers.py", [str(SECONDS)], "\n".join(urls)), REPORT_SECONDS
+    )
+    return readers, script_report(crowd, REPORT_SECONDS) if crowd is not None else None
+
+
+def longest_stall(readers: dict) -> float:
+    return max(download["stall"] for download in readers["downloads"])
 
 
 def row(label: str, readers: dict, alone: dict, crowd: dict | None) -> list[str]:
     rate = sum(d["bytes"] for d in readers["downloads"]) / readers["seconds"] / MiB
     base = sum(d["bytes"] for d in alone["downloads"]) / alone["seconds"] / MiB
-    stall = max(d["stall"] for d in readers["downloads"]) * 1000
+    stall = longest_stall(readers) * 1000
     if crowd is not None and set(crowd["statuses"]) != {"200"}:
         raise BenchError(f"the crowd of pages was answered {crowd['statuses']}")
     pages = f"{sum(crowd['statuses'].values()) / crowd['seconds']:.1f}" if crowd else "-"
@@ -94,7 +84,7 @@ def measure_floods(bench: Bench) -> Section:
         write_folder(folder, COUNT)
     path = bench.files["1 GiB"]
     relative = path.relative_to(bench.oncelink.workspace.backups).as_posix()
-    session = Session(bench)
+    session = operator_session(bench)
     port = bench.oncelink.port
     files, search = flood_request(session, "files"), flood_request(session, "search")
     session.request("GET", files["path"], files["headers"])  # the folder scanned and sorted once
@@ -107,7 +97,7 @@ def measure_floods(bench: Bench) -> Section:
     ):
         readers, crowd = downloads(session, relative, request, port)
         rows.append(row(label, readers, alone, crowd))
-        stalls.append(max(d["stall"] for d in readers["downloads"]))
+        stalls.append(longest_stall(readers))
     met = max(stalls) < STARVED_SECONDS
     verdict = (
         f"goal {'met' if met else 'NOT met'}: the longest any download went without a byte while the"

@@ -11,14 +11,13 @@ import http.client
 import json
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median, quantiles
 from urllib.parse import urlencode
 
-from harness import REPO, BenchError, MiB
+from harness import BenchError, MiB, script_report, started_script
 from report import Section
 from servers import Bench
 from workers import KiB, watch_workers
@@ -97,19 +96,24 @@ class Session:
         return time.perf_counter() - started
 
 
+_sessions: dict[int, Session] = {}
+
+
+def operator_session(bench: Bench) -> Session:
+    """The operator's session for the Oncelink under measure: its user can be created only once, so
+    every measurement that needs it shares it."""
+    port = bench.oncelink.port
+    if port not in _sessions:
+        _sessions[port] = Session(bench)
+    return _sessions[port]
+
+
 def start_crowd(urls: list[str]) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "bench" / "crowd.py"), str(RATE), str(SECONDS)]
-    crowd = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    crowd.stdin.write("\n".join(urls))
-    crowd.stdin.close()
-    return crowd
+    return started_script("crowd.py", [str(RATE), str(SECONDS)], "\n".join(urls))
 
 
 def crowd_report(crowd: subprocess.Popen) -> Crowd:
-    output = crowd.stdout.read()
-    if crowd.wait(timeout=SECONDS * 3) != 0:
-        raise BenchError("the crowd of slow clients failed")
-    return Crowd(**json.loads(output))
+    return Crowd(**script_report(crowd, SECONDS * 3))
 
 
 Samples = list[float]
@@ -138,7 +142,7 @@ def ms(samples: list[float]) -> str:
 def measure_crowd(bench: Bench) -> Section:
     path: Path = bench.files["1 GiB"]
     relative = path.relative_to(bench.oncelink.workspace.backups).as_posix()
-    session = Session(bench)
+    session = operator_session(bench)
     urls = [session.mint(relative)[1] for _ in range(CLIENTS)]
     with watch_workers(bench.gunicorn_master, lambda pid: True) as workers:
         crowd = start_crowd(urls)

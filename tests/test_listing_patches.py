@@ -146,7 +146,7 @@ def test_sizes_too_old_to_serve_while_they_are_refreshed_are_waited_for(folder, 
 def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(
     folder, scans, monkeypatch, page_sorted_first
 ):
-    """Whichever of the two ends first in the background, the page's own sort (Snapshot.head) or
+    """Whichever of the two ends first in the background, the page's own sort (first_rows) or
     the scan of sizes and dates, the scan that stays is sorted by name too."""
     monkeypatch.setattr(snapshots, "PREFETCH", True)
     held = []
