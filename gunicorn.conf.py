@@ -3,6 +3,7 @@
 import gc
 import os
 import resource
+import signal
 from pathlib import Path
 
 from gunicorn.glogging import Logger
@@ -56,6 +57,19 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_fork(server, worker):
+    """A worker told to stop while it boots stops. Until its own handlers are set, after gevent has
+    patched the standard library (a few hundred ms), a new worker holds the arbiter's, which queue
+    the signal in the worker's copy of the arbiter, where nothing reads it: a stop or a restart
+    right after a start waited graceful_timeout for workers that had never served, then killed them."""
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(stop, stopped_while_booting)
+
+
+def stopped_while_booting(signum, frame):
+    os._exit(0)  # nothing served yet, so nothing to finish
 
 
 def post_worker_init(worker):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
+import signal
 from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -37,3 +40,15 @@ def test_a_started_worker_has_compiled_every_page_template_and_frozen_what_it_lo
     assert {"explorer/page.html", "explorer/_listing.html", "public/landing.html"} <= pages
     assert pages <= compiled(started)
     assert gc.get_freeze_count() > 0
+
+
+@pytest.mark.live
+def test_a_server_stopped_as_it_starts_stops_at_once(start_server):
+    """SIGTERM as soon as the workers are forked, while they boot (a restart right after a start):
+    each worker stops, so gunicorn exits then, not after graceful_timeout (made ten minutes here)
+    with its workers killed. The signal used to be lost in a worker not yet holding its handlers."""
+    server = start_server(settings={"GUNICORN_CMD_ARGS": "--graceful-timeout 600"})
+    wait_for(lambda: len(server.worker_pids()) == 2, "the workers to be forked")
+    os.kill(server.master_pid, signal.SIGTERM)
+    wait_for(lambda: server.process.poll() is not None, "gunicorn to exit", timeout=60)
+    assert server.process.returncode == 0
