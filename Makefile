@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Processes for the tests that start no server (pytest-xdist); the live ones run one at a time.
+TEST_JOBS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HOST PORT
 
@@ -35,14 +37,16 @@ system-test-tools:
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 # Every test against SQLite, then the ones that need no other live server again against PostgreSQL
-# (a temporary cluster the tests start; the two-host tests run in the first pass).
+# (a temporary cluster for each process of the tests; the two-host tests run with the live ones).
+# The tests that start servers run one at a time: they freeze workers, pace readers and count leases.
 test: $(BIN)/.installed-dev system-test-tools
-	$(BIN)/pytest
-	$(BIN)/pytest --database=postgresql -m "not live"
+	$(BIN)/pytest -m "not live" -n $(TEST_JOBS)
+	$(BIN)/pytest -m live
+	$(BIN)/pytest --database=postgresql -m "not live" -n $(TEST_JOBS)
 
 # Everything that needs no live server, browser or S3: the loop while working.
 test-fast: $(BIN)/.installed-dev
-	$(BIN)/pytest -m "not live"
+	$(BIN)/pytest -m "not live" -n $(TEST_JOBS)
 
 screenshots: $(BIN)/.installed-dev system-test-tools
 	ONCELINK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_e2e_browser.py tests/test_ui_layout_browser.py
