@@ -36,6 +36,7 @@ from core.health import HealthMonitor, HealthSettings
 from core.leases import LeaseKeeper
 from core.log_lines import log_json_to_stderr, wants_json
 from core.notifying import NotificationSender, NotifySettings
+from core.offloading import answered, answering
 from core.purging import BackgroundPurge
 from core.redaction import RedactingFilter
 from core.shared_scans import shared_scans
@@ -192,6 +193,8 @@ def create_app(config: dict | None = None) -> Flask:
         app.cli.add_command(command)
     register_error_handlers(app)
     app.after_request(add_security_headers)
+    app.before_request(answering)  # the background work a request asks for starts once it is answered
+    app.teardown_request(answered)
     return app
 
 

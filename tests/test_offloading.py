@@ -70,6 +70,47 @@ def test_under_gevent_background_work_waits_for_the_request_to_wait():
     assert done.stdout.strip() == "request,background", done.stderr
 
 
+AFTER_THE_ANSWER_UNDER_GEVENT = """
+import sys
+import tempfile
+from pathlib import Path
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from core.offloading import in_background, let_connections_run
+from tests.conftest import make_app
+
+base = Path(tempfile.mkdtemp())
+app = make_app(base / "instance", base / "backups")
+done = []
+
+@app.get("/schedules")
+def schedules():  # as a first page schedules the sort of its folder
+    in_background(lambda: done.append("background"), "test")
+    let_connections_run()  # the page pauses for the worker's other connections
+    gevent.sleep(0.01)  # and waits on something
+    done.append("answered")
+    return "ok"
+
+assert app.test_client().get("/schedules").text == "ok"
+gevent.sleep(0)  # the connection waits for its next request
+print(",".join(done))
+"""
+
+
+def test_under_gevent_background_work_a_request_asks_for_starts_once_it_is_answered():
+    """Not at the request's first pause, which would wait for it: a first page waited for the
+    background sort of its 100,000-file folder."""
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_THE_ANSWER_UNDER_GEVENT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.stdout.strip() == "answered,background", done.stderr
+
+
 LANE_UNDER_GEVENT = """
 from gevent import monkey
 monkey.patch_all()
