@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator, Sequence
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.adapt import Dumper
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_SECONDS = 5
-POOL_WAIT_SECONDS = 10
+POOL_WAIT_SECONDS = 10  # for a connection while the pool's are all busy
+TRY_SECONDS = 1  # between two looks at whether the pool's attempts to connect have failed
 
 # Quoted text passes unchanged; outside it, `?` and `:name` become psycopg's placeholders and a
 # literal `%` is doubled. `::` (a cast) is not a named placeholder.
@@ -144,9 +146,25 @@ class PostgresPool:
 
     def __init__(self, url: str, size: int):
         self.pool = open_pool(url, size)
+        self._failed_before = 0  # the pool's failed attempts to connect when it last gave one
 
     def take(self) -> PostgresDatabase:
-        return PostgresDatabase(self.pool.getconn(), self.pool)
+        """A connection: waited for up to POOL_WAIT_SECONDS while the pool's are all busy, but not
+        once an attempt to connect has failed since the pool last gave one (PoolTimeout, a 503
+        in a second rather than ten while the server is down)."""
+        deadline = time.monotonic() + POOL_WAIT_SECONDS
+        while True:
+            try:
+                conn = self.pool.getconn(timeout=max(min(TRY_SECONDS, deadline - time.monotonic()), 0.01))
+            except PoolTimeout:
+                if time.monotonic() >= deadline or self._failed() > self._failed_before:
+                    raise
+                continue
+            self._failed_before = self._failed()
+            return PostgresDatabase(conn, self.pool)
+
+    def _failed(self) -> int:
+        return self.pool.get_stats().get("connections_errors", 0)
 
     def give_back(self, db: PostgresDatabase, broken: bool = False) -> None:
         """Back to the pool; one left inside a transaction, or that met an error, is rolled back

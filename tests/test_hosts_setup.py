@@ -3,11 +3,16 @@ it accepts (a local folder only as a shared mount)."""
 
 from __future__ import annotations
 
+import threading
+
+import psycopg
 import pytest
 
 from app import MissingSetting, create_app
 from db import close_pool
+from db.postgres import PostgresPool
 from tests.conftest import SHARED_MASTER_KEY, Auth, free_port, make_app
+from tests.helpers import wait_for
 
 SHARED_ONLY = "a local folder can be a storage only if every host sees it at this path"
 
@@ -69,3 +74,40 @@ def test_a_host_started_while_postgresql_is_unreachable_answers_503_and_healthz_
         assert health.status_code == 503 and health.get_json()["failing"] == ["database"]
     finally:
         close_pool(url)
+
+
+@pytest.mark.timeout(60)
+def test_a_request_gets_its_503_once_connecting_failed_not_after_the_pools_wait(monkeypatch):
+    """Nothing listens: the first failed attempt to connect ends the wait for a connection, which
+    a busy pool's would not (made ten minutes here)."""
+    monkeypatch.setattr("db.postgres.POOL_WAIT_SECONDS", 600)
+    pool = PostgresPool(f"postgresql://postgres@127.0.0.1:{free_port()}/oncelink", 1)
+    try:
+        with pytest.raises(psycopg.OperationalError):  # the pool's PoolTimeout: a 503 (UNAVAILABLE)
+            pool.take()
+    finally:
+        pool.close()
+
+
+def test_a_request_still_waits_for_a_connection_of_a_busy_pool(postgres, monkeypatch):
+    """Every connection taken: the next waits past a look at the pool's failures (none) until one
+    is given back."""
+    monkeypatch.setattr("db.postgres.TRY_SECONDS", 0.1)
+    pool = PostgresPool(postgres.fresh_database(), 1)
+    taken = [pool.take() for _ in range(pool.pool.max_size)]
+    waited, queued = [], pool.pool.get_stats().get("requests_queued", 0)
+    waiter = threading.Thread(target=lambda: waited.append(pool.take()))
+
+    def looks() -> int:  # the waiter's asks of the pool so far
+        return pool.pool.get_stats().get("requests_queued", 0) - queued
+
+    try:
+        waiter.start()
+        wait_for(lambda: looks() >= 3, "the waiter to look at the pool's failures twice")
+        pool.give_back(taken.pop())
+        waiter.join(30)
+        assert len(waited) == 1 and waited[0].execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for db in taken + waited:
+            pool.give_back(db)
+        pool.close()
