@@ -33,7 +33,9 @@ from slow_clients import measure_crowd
 WORK = REPO / "bench" / "work"
 DOC = REPO / "docs" / "benchmarks.md"
 FILES = {"100 MiB": ("100MiB.bin", 100 * MiB), "1 GiB": ("1GiB.bin", 1024 * MiB)}
-TIME_LIMIT_SECONDS = 1200
+# A guard against a hung server, not a goal: the whole run took 502 s on a quiet host and, with the
+# floods section since, about twice that on a slow one.
+TIME_LIMIT_SECONDS = 2400
 
 MEASUREMENTS: list[Callable[[Bench], Section]] = [
     measure_throughput,

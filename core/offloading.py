@@ -6,8 +6,9 @@ gevent's pool of OS threads, where its system calls release the GIL and the hub 
 the greenlet that asked waits for the result alone. Local folders are read two at a time per worker
 (Lane): a read builds its names while holding the GIL, which the hub needs too. And a request that
 builds a large page pauses between its steps for the worker's ready connections to go first
-(let_connections_run): the hub switches only where a greenlet waits. Under the other worker
-classes, and in tests, each request has an OS thread of its own, and the work is a plain call.
+(let_connections_run): the hub switches only where a greenlet waits. Work a request leaves for
+after its answer (in_background) starts once it is answered, not in those pauses. Under the other
+worker classes, and in tests, each request has an OS thread of its own, and the work is a plain call.
 """
 
 from __future__ import annotations
