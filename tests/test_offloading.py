@@ -71,7 +71,6 @@ def test_under_gevent_background_work_waits_for_the_request_to_wait():
 
 
 AFTER_THE_ANSWER_UNDER_GEVENT = """
-import sys
 import tempfile
 from pathlib import Path
 from gevent import monkey
