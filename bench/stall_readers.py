@@ -39,7 +39,7 @@ def download(url: str, until: float, report: dict) -> None:
                 report["stall"] = max(report["stall"], now - (last or now))
                 last, left = now, left - len(data)
                 if not left:
-                    break  # the whole body: the connection may stay open for the next request
+                    break  # the whole body: the next download, on a connection of its own
                 data = sock.recv(min(RECEIVE, left))
                 if not data:
                     raise RuntimeError(f"{url}: the body ended {left} bytes short")

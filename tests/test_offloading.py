@@ -14,6 +14,15 @@ from core.offloading import Lane, in_background, let_connections_run, local_read
 from storage.local import LocalStorage
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def under_gevent(script: str) -> subprocess.CompletedProcess:
+    """`script` run by a Python of its own, from the project's folder: gevent's patching is for good."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+
+
 UNDER_GEVENT = """
 from gevent import monkey
 monkey.patch_all()
@@ -43,9 +52,7 @@ print("ok")
 
 
 def test_under_gevent_the_work_runs_on_another_os_thread_while_the_hub_goes_on():
-    done = subprocess.run(
-        [sys.executable, "-c", UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+    done = under_gevent(UNDER_GEVENT)
     assert done.stdout.strip() == "ok", done.stderr
 
 
@@ -64,9 +71,7 @@ print(",".join(done))
 
 
 def test_under_gevent_background_work_waits_for_the_request_to_wait():
-    done = subprocess.run(
-        [sys.executable, "-c", LATER_UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+    done = under_gevent(LATER_UNDER_GEVENT)
     assert done.stdout.strip() == "request,background", done.stderr
 
 
@@ -100,13 +105,7 @@ print(",".join(done))
 def test_under_gevent_background_work_a_request_asks_for_starts_once_it_is_answered():
     """Not at the request's first pause, which would wait for it: a first page waited for the
     background sort of its 100,000-file folder."""
-    done = subprocess.run(
-        [sys.executable, "-c", AFTER_THE_ANSWER_UNDER_GEVENT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    done = under_gevent(AFTER_THE_ANSWER_UNDER_GEVENT)
     assert done.stdout.strip() == "answered,background", done.stderr
 
 
@@ -141,9 +140,7 @@ print(most[0], threading.get_native_id() in threads)
 
 
 def test_under_gevent_a_lane_runs_so_many_at_once_off_the_hub_and_the_rest_in_turn():
-    done = subprocess.run(
-        [sys.executable, "-c", LANE_UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+    done = under_gevent(LANE_UNDER_GEVENT)
     assert done.stdout.strip() == "2 False", done.stderr
 
 
@@ -183,9 +180,7 @@ print(json.dumps([busy(5, lambda: None), busy(5, let_connections_run)]))
 
 
 def test_under_gevent_a_request_lets_the_ready_connections_run_between_its_steps():
-    done = subprocess.run(
-        [sys.executable, "-c", TURNS_UNDER_GEVENT], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+    done = under_gevent(TURNS_UNDER_GEVENT)
     without, with_turns = json.loads(done.stdout or "null") or [None, None]
     assert without == [0, 0, 0, 0, 0], done.stderr  # the other connection never ran
     assert with_turns == sorted(set(with_turns)) and with_turns[0] > 0 and len(with_turns) == 5, done.stderr
