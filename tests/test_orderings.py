@@ -11,7 +11,7 @@ import pytest
 
 from core import kept_scans, snapshots
 from core.listings import Order, Sort, page_after, page_at
-from core.orderings import head, name_keys
+from core.orderings import SAMPLE_ROWS, _first_names, head, name_keys
 from storage.base import FolderScan, casefolded_name_key
 from storage.local import LocalStorage
 from storage.s3 import S3Storage
@@ -65,6 +65,55 @@ def test_the_head_of_an_order_is_the_start_of_the_whole_order(storage, sort, des
     folders = sum(scan.folders[row] for row in rows)
     for count in (1, 2, 50, folders, folders + 1, 1001, len(rows) - 1, len(rows), len(rows) + 10):
         assert head(storage, scan, sort, rows, count, descending) == whole[:count], count
+
+
+def ascii_scan(seed: int, count: int) -> FolderScan:
+    """Names in ASCII, many of them the same but for case, as most backups are named."""
+    chance = random.Random(seed)
+    names = [name for name in TIED_NAMES if name.isascii()]
+    names += [f"{chance.choice('aAbB_~')}-{number:06d}" for number in range(len(names), count)]
+    chance.shuffle(names)
+    return FolderScan("f", names, bytearray(len(names)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_first_page_by_name_casefolds_only_the_names_under_a_sampled_bound(seed):
+    storage, scan = LocalStorage("/nonexistent"), ascii_scan(seed, 20_000)
+    every_row = list(range(len(scan)))
+    whole = expected(storage, scan, Sort.NAME, every_row, False)
+    for count in (1, 2, 50, 1000):
+        under = _first_names(every_row, scan.names, count)
+        assert under is not None, count  # the sampled bound served
+        assert set(whole[:count]) <= set(under) and len(under) < len(scan) // 4, count
+        assert head(storage, scan, Sort.NAME, range(len(scan)), count, False) == whole[:count], count
+    some_rows = every_row[::3]
+    assert (
+        head(storage, scan, Sort.NAME, some_rows, 50, False)
+        == expected(storage, scan, Sort.NAME, some_rows, False)[:50]
+    )
+
+
+def test_a_name_beyond_ascii_that_casefolds_lower_than_spelled_still_comes_first():
+    names = [f"x-{row:06d}" for row in range(5000)]
+    names[1234] = "\u212a-first"  # KELVIN SIGN, spelled above every ASCII name, casefolded "k"
+    names[1235] = "k-000000"
+    storage, scan = LocalStorage("/nonexistent"), FolderScan("f", names, bytearray(len(names)))
+    assert _first_names(list(range(len(scan))), scan.names, 2) is None
+    assert head(storage, scan, Sort.NAME, range(len(scan)), 2, False) == [1235, 1234]
+
+
+def test_an_unlucky_sample_falls_back_to_every_name():
+    """The sample takes every n-th row: here those rows hold the smallest names of the folder, so
+    the bound leaves fewer rows under it than the page shows."""
+    count = 20_000
+    step = count // SAMPLE_ROWS
+    names = [f"b-{row:06d}" if row % step else f"a-{row:06d}" for row in range(count)]
+    storage, scan = LocalStorage("/nonexistent"), FolderScan("f", names, bytearray(count))
+    assert _first_names(list(range(count)), names, 3000) is None
+    assert (
+        head(storage, scan, Sort.NAME, range(count), 3000, False)
+        == expected(storage, scan, Sort.NAME, list(range(count)), False)[:3000]
+    )
 
 
 @pytest.mark.parametrize(
