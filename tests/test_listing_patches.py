@@ -12,6 +12,7 @@ import pytest
 from core import kept_scans, snapshots
 from core.listings import Order, Sort, page_at
 from storage import watching
+from storage.base import FileMissing, UnsafePath
 from storage.local import LocalStorage
 from tests.helpers import (
     change_names,
@@ -165,3 +166,24 @@ def test_a_large_folder_shown_by_name_has_its_sizes_ready_for_the_next_order(
     assert set(kept_scan(folder).orderings) == {Sort.NAME}  # the name order, made with the sizes
     assert whole_folder(folder, Sort.DATE)[0].name == fresh_order(folder / "f", Sort.DATE, False)[0]
     assert scans == [False, True]  # the names for the page, then the background scan: none for the date order
+
+
+@pytest.mark.parametrize("gone", ["removed", "swapped for a symlink out of the storage"])
+def test_a_refresh_that_finds_its_folder_gone_says_why_and_ends(folder, scans, monkeypatch, caplog, gone):
+    """The sizes and dates of a folder shown by name are looked at in the background (here held
+    until the test runs it), by when the folder may be gone: the refresh logs why and ends, and the
+    folder's next page says what became of it."""
+    monkeypatch.setattr(snapshots, "PREFETCH", True)
+    held = {}
+    monkeypatch.setattr(snapshots, "in_background", lambda work, name: held.setdefault(name, work))
+    storage = LocalStorage(str(folder))
+    page_at(storage, "test", "f", Order(), 0, 100)
+    (folder / "f").rename(folder.parent / "elsewhere")
+    if gone != "removed":
+        (folder / "f").symlink_to(folder.parent / "elsewhere")
+
+    held["listing-refresh"]()
+    assert "sizes and dates could not be looked at again" in caplog.text
+    assert not snapshots.refreshing  # a later page may ask again
+    with pytest.raises(FileMissing if gone == "removed" else UnsafePath):
+        page_at(storage, "test", "f", Order(Sort.SIZE), 0, 100)
