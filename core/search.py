@@ -19,7 +19,7 @@ from core.folding import Folded, folded_scan
 from core.listings import rows_holding
 from core.offloading import reads_of
 from core.orderings import Sort, ascending
-from storage.base import Entry, Storage, StorageError, clean_relative_path
+from storage.base import FOLDER_GONE, Entry, Storage, StorageError, clean_relative_path
 
 MAX_ENTRIES = 200_000  # names read, all folders together
 MAX_SECONDS = 3.0
@@ -49,10 +49,15 @@ def search_below(storage: Storage, folder: str, needle: str, limit: int) -> Foun
         if folded is None:
             continue
         scan = folded.scan
+        found = ascending(storage, scan, Sort.NAME, rows_holding(range(len(scan)), scan.names, needle))
+        try:
+            matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
+        except (StorageError, *FOLDER_GONE):
+            if current == folder:
+                raise
+            continue  # it went since its names were read
         sidecars |= folded.sidecars
         folders, names = folders + 1, names + len(scan)
-        found = ascending(storage, scan, Sort.NAME, rows_holding(range(len(scan)), scan.names, needle))
-        matches += storage.scan_entries(scan, found[: limit + 1 - len(matches)])
         folders_below = ascending(storage, scan, Sort.NAME, compress(range(len(scan)), scan.folders))
         waiting.extend(_child_path(current, scan.names[row]) for row in folders_below)
     complete = not waiting and len(matches) <= limit
@@ -64,7 +69,7 @@ def _read_once(storage: Storage, folder: str, first: bool, seen: set[str]) -> Fo
     or one that went or may not be read (passed over as a listing would; the first one raises)."""
     try:
         folded = reads_of(storage)(folded_scan, storage, folder)
-    except StorageError:
+    except (StorageError, *FOLDER_GONE):
         if first:
             raise
         return None

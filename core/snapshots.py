@@ -28,7 +28,7 @@ from core.offloading import in_background, off_the_hub, reads_of
 from core.orderings import Sort
 from core.patches import followed, patched, watched
 from core.shared_scans import SharedScan, shared_scans
-from storage.base import FileMissing, NotAFile, Storage, StorageError, UnsafePath
+from storage.base import FOLDER_GONE, Storage, StorageError
 from storage.watching import FolderWatch
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def refresh_in_background(storage: Storage, key: tuple[str, str], sort: Sort) ->
             with watched(storage, key[1]) as watch:  # set on the worker's thread, off the hub only the scan
                 snapshot = reads_of(storage)(sorted_scan, storage, key[1], sorts, watch)
             kept_if_worth_it(key, shared_later(storage, key, snapshot, None))
-        except (StorageError, FileMissing, NotAFile, UnsafePath) as exc:  # the folder gone or swapped since
+        except (StorageError, *FOLDER_GONE) as exc:
             log.warning("A folder's sizes and dates could not be looked at again: %s", exc)
         finally:
             with refreshing_lock:

@@ -41,6 +41,11 @@ class NotAFile(ValueError):
     """The path names a folder, or something that is not a regular file."""
 
 
+# What reading a folder named a moment ago raises when it went since, or became a file or a symlink
+# out of the storage: a walk passes over it, as a listing passes over such a name.
+FOLDER_GONE = (FileMissing, NotAFile, UnsafePath)
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
+
+from core import search
 from core.search import search_below
 from storage.local import LocalStorage
 
@@ -33,3 +38,35 @@ def test_a_search_stops_at_its_limit_with_the_first_matches_by_name(tmp_path):
 
     assert [entry.name for entry in found.entries] == [f"backup-{number:04d}.tar" for number in range(50)]
     assert not found.complete
+
+
+@pytest.mark.parametrize("when", ["before its names are read", "after its names are read"])
+@pytest.mark.parametrize("becomes", ["removed", "a file", "a symlink out of the storage"])
+def test_a_folder_below_that_goes_during_the_search_is_passed_over(tmp_path, monkeypatch, when, becomes):
+    for folder in ("top", "top/a", "top/b", "top/b/deeper", "top/c"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dump.sql").write_bytes(b"x")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "dump.sql").write_bytes(b"secret")
+    storage, real_scan = LocalStorage(str(tmp_path / "top")), search.folded_scan
+
+    def goes(target):
+        shutil.rmtree(target)
+        if becomes == "a file":
+            target.write_bytes(b"")
+        elif becomes != "removed":
+            target.symlink_to(tmp_path / "outside")
+
+    def scanned(storage, folder, stats=False):
+        if folder == "b" and when.startswith("before"):
+            goes(tmp_path / "top" / "b")
+        folded = real_scan(storage, folder, stats)
+        if folder == "b" and when.startswith("after"):
+            goes(tmp_path / "top" / "b")
+        return folded
+
+    monkeypatch.setattr(search, "folded_scan", scanned)
+    found = search_below(storage, "", "dump", 100)
+
+    assert [entry.path for entry in found.entries] == ["dump.sql", "a/dump.sql", "c/dump.sql"]
+    assert found.complete and found.folders == 3
