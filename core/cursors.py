@@ -53,16 +53,20 @@ def _payload(cursor: str) -> object:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         return json.loads(text)
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    # UnicodeDecodeError and JSONDecodeError are ValueErrors; arrays nested a thousand deep, a RecursionError
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidCursor("The cursor is not one this server gave out.") from exc
 
 
 def _position(fields: object) -> Position:
-    """Only what a page could have ended on: a kind, a finite number and a plain name."""
+    """Only what a page could have ended on: a kind, a finite number (a size fits 64 bits) and a
+    plain name."""
     if not isinstance(fields, list) or len(fields) != 3:
         raise InvalidCursor("The cursor is not one this server gave out.")
     is_dir, value, name = fields
-    sane_value = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    sane_value = (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63) or (
+        isinstance(value, float) and math.isfinite(value)
+    )
     sane_name = isinstance(name, str) and 0 < len(name) <= MAX_NAME and "/" not in name and "\0" not in name
     if not (isinstance(is_dir, bool) and sane_value and sane_name):
         raise InvalidCursor("The cursor is not one this server gave out.")

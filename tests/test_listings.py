@@ -317,6 +317,9 @@ LISTING = ["local", "many", "name", False, ""]
         cursor_of({"l": ["local", "other", "name", False, ""], "p": [False, 0, "f1"]}),  # another folder's
         cursor_of({"l": ["local", "many", "size", False, ""], "p": [False, 0, "f1"]}),  # another order's
         cursor_of({"l": ["elsewhere", "many", "name", False, ""], "p": [False, 0, "f1"]}),
+        cursor_of({"l": LISTING, "p": [False, 10**400, "f1"]}),  # beyond any float: OverflowError
+        cursor_of({"l": LISTING, "p": [False, 2**63, "f1"]}),  # beyond any size
+        base64.urlsafe_b64encode(b"[" * 1100 + b"]" * 1100).decode(),  # too deep for json: RecursionError
         "A" * 5000,
         "curseur-é",
     ],
