@@ -20,7 +20,7 @@ from encryption.dbackup import Sidecar, read_sidecar, sidecar_name
 from encryption.format import HEADER_SIZE, FormatError, NotEncrypted, parse_header
 from encryption.keys import Keyring, dbackup_profile_names, profile_names
 from storage import load_storage
-from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath
+from storage.base import Entry, FileMissing, NotAFile, Storage, StorageError, UnsafePath, nameable
 
 PAGE_SIZE = 100  # the explorer's rows per page, unless the person chooses another of PAGE_SIZES
 PAGE_SIZES = (50, 100, 250, 500)
@@ -155,7 +155,9 @@ def listed(
     storage: Storage, entries: list[Entry], names: ProfileNames, sidecars: frozenset[str] = frozenset()
 ) -> list[ListedEntry]:
     """The entries shown, with their encryption: only these files are looked into. `sidecars` holds
-    the paths of those whose DBackup sidecar the listing folded in."""
+    the paths of those whose DBackup sidecar the listing folded in. An entry no link could name is
+    left out (storage.base.nameable), so a page may hold fewer entries than its size."""
+    entries = [entry for entry in entries if nameable(entry.path)]
     backups = {}
     for entry in entries:
         if entry.path in sidecars and entry.name.endswith(ENCRYPTED_SUFFIX):

@@ -156,6 +156,16 @@ def clean_relative_path(path: str, allow_root: bool = False) -> str:
     return "/".join(parts)
 
 
+def nameable(path: str) -> bool:
+    """Whether a link, a URL and the database can name `path` as listed: a name holding a control
+    character or a backslash, or bytes that are not UTF-8 (read from disk as lone surrogates), would
+    be listed and then refused, or break the page that shows it."""
+    try:
+        return clean_relative_path(path) == path
+    except UnsafePath:
+        return False
+
+
 def entries_from_scan(scan: FolderScan, rows: Sequence[int]) -> list[Entry]:
     """The Entries of `rows`, from a scan that carries sizes, dates and versions (a remote store's,
     where looking at each row again would cost a request per row)."""

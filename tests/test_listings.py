@@ -122,10 +122,12 @@ def files_page(client, storage: str, **params):
     return client.get(f"/api/storage/{storage}/files", query_string=params)
 
 
-def walk_api(client, storage: str, sort: str, descending: bool, limit: int = 900) -> list[str]:
+def walk_api(
+    client, storage: str, sort: str, descending: bool, limit: int = 900, path: str = "big"
+) -> list[str]:
     names, cursor = [], ""
     while True:
-        params = {"path": "big", "sort": sort, "order": "desc" if descending else "asc", "limit": limit}
+        params = {"path": path, "sort": sort, "order": "desc" if descending else "asc", "limit": limit}
         answer = files_page(client, storage, **params, cursor=cursor).get_json()
         assert answer["success"] and len(answer["entries"]) <= limit
         names += [entry["name"] for entry in answer["entries"]]
@@ -396,3 +398,25 @@ def test_s3_pages_that_end_on_a_folder_go_on_after_it(moto):
     expected = ["d2-", "d2.x", "d2", "d20", "d3", "k1", "k2", "z"]
     for limit in (1, 2, 3, 7, 8, 9):
         assert [entry.name for entry in every_entry(storage, "f", limit=limit)] == expected
+
+
+def test_names_no_link_could_name_are_left_out_of_every_listing(client, auth, backups):
+    """Names with bytes that are not UTF-8 (read as lone surrogates), a control character or a
+    backslash: listed, each would be refused when minted, and a surrogate broke the page."""
+    (backups / "top" / "sub").mkdir(parents=True)
+    for folder in ("top", "top/sub"):
+        (backups / folder / "dump.sql").write_bytes(b"x")
+        root = os.fsencode(backups / folder)
+        for name in (b"dump\xff.sql", b"dump\n.sql", b"dump\\.sql"):
+            with open(root + b"/" + name, "wb") as file:
+                file.write(b"y")
+        os.mkdir(root + b"/dump-folder\xff")
+        (backups / folder / "dump-folder\x1b").mkdir()
+    auth.login("viewer")
+
+    assert walk_api(client, "local", "name", False, limit=1, path="top") == ["sub", "dump.sql"]
+    page = client.get("/browse/local", query_string={"path": "top"}, headers=HX)
+    assert page.status_code == 200 and ROW.findall(page.get_data(as_text=True)) == ["sub", "dump.sql"]
+    found = client.get("/browse/local", query_string={"path": "top", "q": "dump", "below": 1}, headers=HX)
+    assert found.status_code == 200
+    assert ROW.findall(found.get_data(as_text=True)) == ["dump.sql", "sub/dump.sql"]
