@@ -5,8 +5,9 @@ since, and, where the folder lies on a local filesystem, the inotify watch set b
 (storage/watching.py). Its names hold while the folder's version (its mtime and ctime) stays, which
 any name added, removed or renamed moves, or for as long as its watch keeps track. Sizes and dates
 change without moving the version, so they serve KEEP_SECONDS (WATCHED_SECONDS where a watch tells
-their changes too), and up to STALE_SECONDS while a scan in the background looks at them again. A
-scan of S3, where nothing short of listing tells that a prefix changed, serves KEEP_SECONDS whole.
+their changes too: Snapshot.keep_seconds), and up to STALE_SECONDS while a scan in the background
+looks at them again. A scan of S3, where nothing short of listing tells that a prefix changed, serves
+KEEP_SECONDS whole.
 
 How a page finds a scan, and how a kept one is brought up to date, is core/snapshots.py.
 """
@@ -46,14 +47,21 @@ class Snapshot:
     known: Contents | None = None  # the names, once a patch needed them
     sidecars: frozenset[str] = frozenset()  # paths of the backups whose DBackup sidecar is folded in
     watch: FolderWatch | None = None  # the folder's changes since, where the filesystem tells them
+    # Whether the watch was set before the sizes and dates were read (not so for a patch's new watch:
+    # a file rewritten before it was set would never be told).
+    watched_stats: bool = True
 
     def __post_init__(self):
         self.stats_at = self.stats_at or self.taken_at
 
     @property
     def keep_seconds(self) -> float:
-        """How long the sizes and dates serve before they are looked at again."""
-        return KEEP_SECONDS if self.watch is None else WATCHED_SECONDS
+        """How long the sizes and dates serve before they are looked at again: WATCHED_SECONDS where
+        a watch tells every change to them, so not where a folder is among the rows, whose date moves
+        with what happens inside it, which a watch on its parent does not see."""
+        if self.watch is None or not self.watched_stats or 1 in self.scan.folders:
+            return KEEP_SECONDS
+        return WATCHED_SECONDS
 
     def live_rows(self) -> Iterable[int]:
         rows = range(len(self.scan))

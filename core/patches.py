@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from itertools import compress
 from typing import TYPE_CHECKING
 
-from core.folding import fold_entries, fold_partners, folded_scan, path_of
+from core.folding import Folded, fold_entries, fold_partners, folded_scan, path_of
 from core.offloading import reads_of
 from core.orderings import patched_ordering
 from storage.base import Entry, FolderScan, Storage
@@ -75,10 +75,15 @@ def patched(storage: Storage, kept: Snapshot, now: float, limit: int) -> Snapsho
     """`kept` brought up to the folder as it is now, or None where more than `limit` names came or
     went (a fresh scan costs as much), or a name that stayed became a folder, or a folder a file
     (its rows would move)."""
-    scan = kept.scan
-    with watched(storage, scan.folder) as watch:
-        folded = reads_of(storage)(folded_scan, storage, scan.folder)
-    fresh = folded.scan
+    with watched(storage, kept.scan.folder) as watch:  # closed again should anything below fail
+        folded = reads_of(storage)(folded_scan, storage, kept.scan.folder)
+        return _patched_with(storage, kept, folded, watch, now, limit)
+
+
+def _patched_with(
+    storage: Storage, kept: Snapshot, folded: Folded, watch: FolderWatch | None, now: float, limit: int
+) -> Snapshot | None:
+    scan, fresh = kept.scan, folded.scan
     listed, known = contents(fresh), kept.contents()
     went, came = known.names - listed.names, sorted(listed.names - known.names)
     if len(went) + len(came) > limit or not listed.kinds_kept(known):
@@ -105,6 +110,7 @@ def patched(storage: Storage, kept: Snapshot, now: float, limit: int) -> Snapsho
         known=known,
         sidecars=folded.sidecars,
         watch=watch,
+        watched_stats=False,  # the rows kept have sizes and dates from before the watch
     )
 
 

@@ -72,7 +72,11 @@ def brought_up_to_watch(storage: Storage, key: tuple[str, str], kept: Snapshot) 
             return kept
         fresh = None
         if touched is not None and len(touched) <= PATCH_LIMIT:
-            fresh = followed(storage, kept, touched)
+            try:
+                fresh = followed(storage, kept, touched)
+            except BaseException:  # the names it told are spent: it no longer tells the folder
+                snapshots.put(key, replace(kept, watch=None))
+                raise
         if fresh is None or not fresh.mostly_alive():
             fresh = replace(kept, watch=None)
         snapshots.put(key, fresh)

@@ -6,14 +6,16 @@ the folder is read again, as an unwatched one is (tests/test_listing_patches.py)
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from core import kept_scans
+from core import kept_scans, patches, snapshots
 from core.listings import Order, Sort, page_at
 from storage import watching
-from storage.base import UnsafePath
+from storage.base import FileMissing, StorageError, UnsafePath
 from storage.local import LocalStorage
 from storage.watching import filesystem_of, watcher
 from tests.conftest import tmpfs_mounted
@@ -24,6 +26,7 @@ from tests.helpers import (
     inotify_watches,
     listed_names,
     listing_folder,
+    wait_for,
     write_file_at,
 )
 
@@ -203,3 +206,75 @@ def test_a_folder_listed_again_under_a_new_name_is_followed_under_it(folder, sca
     write_file_at(folder / "g", "came", 1, 1e9)
     assert names_of_g() == fresh_order(folder / "g", Sort.NAME, False)
     assert scans == [False, False]  # each name's first scan; then followed
+
+
+@pytest.fixture
+def files_only(tmp_path) -> Path:
+    """A folder of files alone: no folder among its rows, whose date no watch on it would tell."""
+    root = listing_folder(tmp_path / "files", COUNT)
+    for folder in (root / "f").glob("dir-*"):
+        folder.rmdir()
+    return root
+
+
+def test_changes_a_watch_told_are_not_lost_when_following_them_fails(files_only, monkeypatch):
+    listed_names(files_only, Sort.NAME, False)
+    write_file_at(files_only / "f", "aaa-new", 1, 1e9)
+
+    def out_of_descriptors(*args):
+        raise StorageError("Cannot read f: Too many open files.")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(snapshots, "followed", out_of_descriptors)
+        with pytest.raises(StorageError):
+            listed_names(files_only, Sort.NAME, False)
+    assert listed_names(files_only, Sort.NAME, False) == fresh_order(files_only / "f", Sort.NAME, False)
+    assert kept_scan(files_only).watch is not None  # watched again from there
+
+
+def test_a_watch_set_by_a_patch_does_not_vouch_for_the_sizes_read_before_it(files_only, scans, monkeypatch):
+    """The kept scan loses its watch (too many names at once); a file grows, a name comes: the patch
+    that reads the names again sets a new watch, which never saw the growth. The old sizes serve
+    for as long as an unwatched scan's, then are looked at again."""
+    monkeypatch.setattr(watcher, "touched_limit", 5)
+    listed_names(files_only, Sort.SIZE, True)
+    for number in range(6):
+        write_file_at(files_only / "f", f"new-{number}", 1, 1e9)
+    write_file_at(files_only / "f", "file-00001", 5000, 1e9)  # now the largest; the version holds
+    listed_names(files_only, Sort.SIZE, True)
+    assert kept_scan(files_only).watch is not None and scans == [True, False]  # patched, watched again
+    kept_scan(files_only).stats_at -= kept_scans.KEEP_SECONDS + 1
+    listed_names(files_only, Sort.SIZE, True)  # served as kept, looked at again in the background
+    wait_for(lambda: time.time() - kept_scan(files_only).stats_at < kept_scans.KEEP_SECONDS, "the refresh")
+    assert listed_names(files_only, Sort.SIZE, True)[0] == "file-00001"
+    assert scans == [True, False, True]
+
+
+def test_the_date_of_a_folder_among_the_rows_is_looked_at_as_often_as_unwatched(folder, scans):
+    """A file written inside a folder moves that folder's date, which the watch on its parent does
+    not see."""
+    listed_names(folder, Sort.DATE, True)
+    write_file_at(folder / "f" / "dir-00600", "inside", 1, 1e9)
+    os.utime(folder / "f" / "dir-00600", (3e9, 3e9))  # the newest folder now, as a write inside makes it
+    kept_scan(folder).stats_at -= kept_scans.KEEP_SECONDS + 1
+    listed_names(folder, Sort.DATE, True)
+    wait_for(lambda: time.time() - kept_scan(folder).stats_at < kept_scans.KEEP_SECONDS, "the refresh")
+    assert listed_names(folder, Sort.DATE, True) == fresh_order(folder / "f", Sort.DATE, True)
+    assert scans == [True, True]
+
+
+def test_a_patch_that_fails_leaves_no_watch_behind(files_only, monkeypatch):
+    listed_names(files_only, Sort.NAME, False)
+    kept_scans.snapshots.put(  # no watch: the next page reads the names again, setting one
+        (LocalStorage(str(files_only)).cache_key, "f"), replace(kept_scan(files_only), watch=None)
+    )
+    assert inotify_watches(os.getpid()) == 0
+    write_file_at(files_only / "f", "aaa-new", 1, 1e9)
+
+    def gone_before_the_stat(*args):
+        raise FileMissing("No such folder: f")
+
+    monkeypatch.setattr(patches, "looked_at", gone_before_the_stat)
+    with pytest.raises(FileMissing):
+        listed_names(files_only, Sort.NAME, False)
+    assert inotify_watches(os.getpid()) == 0
