@@ -220,8 +220,10 @@ class S3Storage:
         return found, False
 
     def _entries(self, answer: dict, prefix: str) -> list[Entry]:
-        """One answer's folders and files in key order (S3 sorts each list, not the two together)."""
-        folders = [self._folder(p["Prefix"]) for p in answer.get("CommonPrefixes", [])]
+        """One answer's folders and files in key order (S3 sorts each list, not the two together).
+        Keys under `prefix` + "/" (an empty name, as in `db//x`) are left out: no path names them."""
+        prefixes = [found["Prefix"] for found in answer.get("CommonPrefixes", [])]
+        folders = [self._folder(key) for key in prefixes if key != prefix + "/"]
         files = [self._file(o) for o in answer.get("Contents", []) if o["Key"] != prefix]
         return sorted(folders + files, key=lambda entry: self.name_key(entry.name, entry.is_dir))
 
