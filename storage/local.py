@@ -75,6 +75,12 @@ def version_of(info: os.stat_result) -> str:
     return f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
 
 
+def content_version_of(info: os.stat_result) -> str:
+    """A file's version without its device number, which is each host's own for a folder several
+    hosts mount (NFS): the same file then has one ETag, digest and tag verdict on every host."""
+    return f"{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+
+
 def identity_of(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
@@ -82,7 +88,8 @@ def identity_of(info: os.stat_result) -> tuple[int, int]:
 def entry_of(path: str, info: os.stat_result) -> Entry:
     """An Entry from a stat of the very object that was opened, never from a second lookup."""
     name = path.rsplit("/", 1)[-1]
-    return Entry(name, path, info.st_size, info.st_mtime, stat.S_ISDIR(info.st_mode), version_of(info))
+    is_dir = stat.S_ISDIR(info.st_mode)
+    return Entry(name, path, info.st_size, info.st_mtime, is_dir, content_version_of(info))
 
 
 class Columns:

@@ -339,7 +339,8 @@ def test_list_refuses_what_is_not_a_folder_inside(root, folder, kind):
 def test_size_and_version_come_from_the_file_that_was_opened(root):
     entry = LocalStorage(str(root)).stat("inside-link")
     info = os.stat(root / "folder" / "a.tar")
-    assert entry.version == f"{info.st_dev}:{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+    # no st_dev: each host that mounts a shared folder numbers its devices its own way
+    assert entry.version == f"{info.st_ino}:{info.st_ctime_ns}:{info.st_mtime_ns}"
     assert (entry.size, entry.mtime, entry.name) == (10, info.st_mtime, "inside-link")
 
 
