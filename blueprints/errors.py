@@ -17,7 +17,7 @@ from blueprints.pages import is_htmx
 from core.accounts import AccountError
 from core.attempts import TooManyAttempts
 from core.cursors import InvalidCursor
-from core.downloads import RangeNotSatisfiable
+from core.downloads import RangeNotSatisfiable, ResumeOfAnotherVersion
 from core.explorer import InvalidListingRequest
 from core.landing import prefers_html
 from core.links import InvalidLinkRequest, LinkNotFound
@@ -167,6 +167,14 @@ def register_error_handlers(app: Flask) -> None:
         response = respond(416, "The requested range lies outside the file.")
         response.headers["Content-Range"] = f"bytes */{exc.size}"
         return response
+
+    @app.errorhandler(ResumeOfAnotherVersion)
+    def resume_of_another_version(_exc):
+        return respond(
+            412,
+            "The file was replaced since this link's download started: the part you hold is of the "
+            "old file. Delete it and download again (nothing was counted).",
+        )
 
     @app.errorhandler(StorageError)
     def storage_error(exc: StorageError):

@@ -41,6 +41,10 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
+class ResumeOfAnotherVersion(Exception):
+    """A Range without If-Range on a link whose latest transfer sent another version of the file."""
+
+
 @dataclass(frozen=True)
 class Serving:
     """What serving downloads needs besides the database: keys, the lease keeper and policy."""
@@ -161,7 +165,13 @@ def _open(
 
 
 def _download(db: Database, link: Link, opened: OpenedDelivery, request: DownloadRequest) -> Download:
+    """What the request asks for. A Range without If-Range (wget -c and curl -C - send none) of a
+    file rewritten since the link's latest transfer started is refused, 412: the client holds the
+    start of another version. The whole file (200, what a stale If-Range gets) would not do:
+    `wget -c` skips as many bytes of it as it holds and appends the rest."""
     delivery = opened.delivery
+    if request.range_header and not request.if_range and link.sent_etag not in (None, delivery.etag):
+        raise ResumeOfAnotherVersion(link.id)
     start, stop = choose_range(delivery.size, request.range_header, request.if_range, delivery.etag)
     return Download(delivery, start, stop, link, sha256=known_sha256(db, delivery))
 
@@ -236,7 +246,8 @@ def _claimed_body(
     span = tokens.Span(download.start, download.stop, download.delivery.size)
     claimed_at = time.monotonic()
     mode = download.delivery.handed_out
-    claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client, mode)
+    etag = download.delivery.etag
+    claim = tokens.claim_link(db, request.token, span, keeper.lease_seconds, now, request.client, mode, etag)
     metrics.transfer_started(mode)
     kind = metrics.storage_kind(download.delivery.storage)
     finish = _Finisher(keeper.database_path, claim, request.client, claimed_at, kind)

@@ -156,9 +156,10 @@ def claim_link(
     now: float,
     client: Client = Client(),
     mode: str | None = None,
+    etag: str = "",
 ) -> Claim:
-    """Take a claim for one transfer of `span`, delivered as `mode`, or raise why not (with a
-    `rejected` event)."""
+    """Take a claim for one transfer of `span`, delivered as `mode` with that `etag`, or raise why
+    not (with a `rejected` event)."""
     link = usable_link(db, token, now)
     claim_id = secrets.token_hex(16)
     with write_transaction(db):
@@ -172,6 +173,7 @@ def claim_link(
             budget=byte_budget(link.max_uses, span.size),
             now=now,
             until=now + lease_seconds,
+            etag=etag,
         )
         details = {"start": span.start, "mode": mode}
         refusal = _decided(db, link, taken, EventKind.STARTED, details, now, client)

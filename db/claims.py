@@ -40,9 +40,11 @@ def insert_claim(
     budget: int,
     now: float,
     until: float,
+    etag: str,
 ) -> bool:
     """The claim: one conditional statement, true for at most as many racing transfers as the
-    link has uses left, and only while their ranges fit in the link's byte budget.
+    link has uses left, and only while their ranges fit in the link's byte budget. A claim taken
+    notes the ETag of what its transfer sends on the link, which a resume is read against.
 
     Lapsed claims must have been reaped first, in the same transaction.
     """
@@ -64,7 +66,10 @@ def insert_claim(
                 "until": until,
             },
         )
-    return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        db.execute("UPDATE links SET sent_etag = ? WHERE id = ?", [etag, link_id])
+    return True
 
 
 def lapsed_claims(db: Database, now: float, link_id: int | None = None) -> list[LapsedClaim]:

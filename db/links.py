@@ -11,7 +11,7 @@ from db import inserted_id, select_rows
 
 LINK_COLUMNS = (
     "id, storage_id, path, decrypt, created_by, created_at, expires_at,"
-    " max_uses, uses, revoked_at, last_used_at, bytes_sent, mode,"
+    " max_uses, uses, revoked_at, last_used_at, bytes_sent, mode, sent_etag,"
     " (SELECT COUNT(*) FROM claims WHERE claims.link_id = links.id) AS transfers"
 )
 
@@ -56,6 +56,7 @@ class Link:
     bytes_sent: int = 0
     mode: str | None = None  # how its downloads deliver the file (core.delivery.DeliveryMode)
     transfers: int = 0  # claims held by running transfers (or lapsed, not yet settled)
+    sent_etag: str | None = None  # the ETag of what its latest transfer started sending
 
     def unusable_reason(self, now: float) -> LinkState | None:
         """Why this link cannot start a transfer now, or None if it can."""

@@ -354,3 +354,10 @@ def m018_tag_verdicts(db: Database) -> None:
         CREATE INDEX tag_verdicts_checked ON tag_verdicts(checked_at);
         """
     )
+
+
+@migrations()
+def m019_links_sent_etag(db: Database) -> None:
+    """The ETag of what a link's latest transfer started sending: a resume without If-Range (wget -c,
+    curl -C -) of a file rewritten since is refused rather than spliced (core/downloads.py)."""
+    db.executescript("ALTER TABLE links ADD COLUMN sent_etag TEXT;")

@@ -210,6 +210,12 @@ def v001_schema(db: PostgresDatabase) -> None:
     )
 
 
+@migration(2, "links_sent_etag")
+def v002_links_sent_etag(db: PostgresDatabase) -> None:
+    """As SQLite's m019_links_sent_etag."""
+    db.execute("ALTER TABLE links ADD COLUMN sent_etag TEXT")
+
+
 def applied_versions(db: PostgresDatabase) -> set[int]:
     rows = db.execute("SELECT version FROM schema_migrations").fetchall()
     return {row[0] for row in rows}

@@ -273,6 +273,26 @@ def test_a_same_size_same_mtime_replacement_changes_the_etag(app, client, backup
     assert response.status_code == 200 and response.data == replaced
 
 
+@pytest.mark.parametrize("rewritten", [False, True], ids=["same file", "rewritten in between"])
+def test_a_resume_without_if_range_never_splices_two_files(app, client, backups, rewritten):
+    """wget -c and curl -C - send a bare Range: it is read against what the link last sent."""
+    token = mint(app, "db.sql.gz")
+    assert get(client, token, Range="bytes=0-999").status_code == 206  # the interrupted download
+    replaced = bytes(reversed(DATA))
+    if rewritten:
+        (backups / "db.sql.gz.new").write_bytes(replaced)  # as a backup tool replaces its file
+        (backups / "db.sql.gz.new").replace(backups / "db.sql.gz")
+    response = get(client, token, Range="bytes=1000-")
+    if rewritten:
+        assert response.status_code == 412 and "replaced" in response.get_json()["error"]
+        assert client.head(URL + token, headers={"Range": "bytes=1000-"}).status_code == 412
+        assert link_state(app)[0] == 0
+        assert get(client, token).data == replaced  # a download from the start
+    else:
+        assert response.status_code == 206 and response.data == DATA[1000:]
+    assert get(client, token).status_code == 410
+
+
 def test_a_resumed_download_stays_within_the_budget(app, client):
     token = mint(app, "db.sql.gz")
     for start in (0, 30_000, 60_000):

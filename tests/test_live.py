@@ -239,3 +239,25 @@ def test_a_client_that_stops_reading_loses_the_lease(live_server, big, tmp_path)
     finally:
         sock.close()
     assert (tmp_path / "out").read_bytes() == big
+
+
+def test_curl_and_wget_continue_refuse_to_splice_a_backup_rewritten_meanwhile(live_server, tmp_path):
+    """A download stops part-way; the backup is rewritten under its name; `curl -C -` and `wget -c`
+    (which send no If-Range) are refused (412) and leave what they hold as it is; a download from the
+    start then delivers the new file whole."""
+    make_file(live_server.backups, "rewritten.bin", 4 * MIB)
+    url = live_server.link("rewritten.bin")
+    part = tmp_path / "part.bin"
+    assert curl("-r", f"0-{MIB - 1}", "-o", str(part), "-w", "%{http_code}", url).stdout == "206"
+    held = part.read_bytes()
+    new = make_file(live_server.backups, "rewritten.bin.new", 4 * MIB)
+    (live_server.backups / "rewritten.bin.new").replace(live_server.backups / "rewritten.bin")
+
+    resumed = curl("-f", "-C", "-", "-o", str(part), "-w", "%{http_code}", url)
+    assert resumed.returncode == 22 and resumed.stdout == "412"
+    continued = subprocess.run(["wget", "-q", "-c", "-O", str(part), url], cwd=tmp_path, timeout=120)
+    assert continued.returncode != 0
+    assert part.read_bytes() == held
+    whole = curl("-o", str(tmp_path / "whole.bin"), "-w", "%{http_code}", url)
+    assert whole.stdout == "200" and (tmp_path / "whole.bin").read_bytes() == new
+    assert status_of(url) == 410
