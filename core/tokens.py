@@ -156,7 +156,7 @@ def claim_link(
     now: float,
     client: Client = Client(),
     mode: str | None = None,
-    etag: str = "",
+    etag: str | None = None,
 ) -> Claim:
     """Take a claim for one transfer of `span`, delivered as `mode` with that `etag`, or raise why
     not (with a `rejected` event)."""

@@ -40,7 +40,7 @@ def insert_claim(
     budget: int,
     now: float,
     until: float,
-    etag: str,
+    etag: str | None,
 ) -> bool:
     """The claim: one conditional statement, true for at most as many racing transfers as the
     link has uses left, and only while their ranges fit in the link's byte budget. A claim taken
