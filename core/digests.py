@@ -49,7 +49,7 @@ from db.digests import (
 )
 from encryption.format import Header
 from encryption.keys import Keyring
-from storage.base import Entry, Storage, clean_relative_path
+from storage.base import FOLDER_GONE, Entry, Storage, StorageError, clean_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -378,11 +378,17 @@ def request_sha256(db: Database, delivery: Delivery, worker: DigestWorker) -> Di
 
 def files_below(storage: Storage, folder: str) -> Iterator[str]:
     """Every file in `folder` and the folders below it, in name order; a folder met again through
-    a symlink (the same version) is read once."""
-    waiting, seen = [clean_relative_path(folder, allow_root=True)], set()
+    a symlink (the same version) is read once, and one below that went meanwhile is passed over."""
+    top = clean_relative_path(folder, allow_root=True)
+    waiting, seen = [top], set()
     while waiting:
         current = waiting.pop()
-        scan = storage.scan(current)
+        try:
+            scan = storage.scan(current)
+        except (StorageError, *FOLDER_GONE):
+            if current == top:
+                raise
+            continue
         if scan.version is not None and scan.version in seen:
             continue
         seen.add(scan.version)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 import core.digests as digests
 from db import connect, select_rows
 from db.digests import claim_digest_job
+from storage.base import FileMissing
+from storage.local import LocalStorage
 from tests.conftest import mint, seal
 from tests.helpers import repr_digest_of, settled, wait_for
 
@@ -251,3 +254,21 @@ def test_cli_computes_a_folder_and_sha256sum_agrees(app, runner, backups):
     assert one.output == f"{sha256(b'a')}  nested/a.bin\n"
     missing = runner.invoke(args=["digests", "compute", "local", "nope"])
     assert missing.exit_code == 1
+
+
+def test_a_folder_that_goes_while_the_tree_is_read_is_passed_over(backups, monkeypatch):
+    for name in ("tree/a.bin", "tree/gone/b.bin", "tree/later/c.bin"):
+        (backups / name).parent.mkdir(parents=True, exist_ok=True)
+        (backups / name).write_bytes(b"x")
+    real_scan = LocalStorage.scan
+
+    def scan(self, folder="", stats=False):
+        if folder == "tree/gone":
+            shutil.rmtree(backups / folder, ignore_errors=True)
+        return real_scan(self, folder, stats)
+
+    monkeypatch.setattr(LocalStorage, "scan", scan)
+    storage = LocalStorage(str(backups))
+    assert list(digests.files_below(storage, "tree")) == ["tree/a.bin", "tree/later/c.bin"]
+    with pytest.raises(FileMissing):
+        list(digests.files_below(storage, "tree/gone"))
