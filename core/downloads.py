@@ -176,6 +176,17 @@ def _download(db: Database, link: Link, opened: OpenedDelivery, request: Downloa
     return Download(delivery, start, stop, link, sha256=known_sha256(db, delivery))
 
 
+def _refused_if_another_version(
+    db: Database, link: Link, opened: OpenedDelivery, request: DownloadRequest, now: float
+) -> Download:
+    """_download, a refused resume of another version recorded in the link's history."""
+    try:
+        return _download(db, link, opened, request)
+    except ResumeOfAnotherVersion:
+        record_link_event(db, EventKind.REJECTED, link, now, request.client, reason="changed")
+        raise
+
+
 def inspect_download(
     db: Database, request: DownloadRequest, serving: Serving, now: float, event: EventKind = EventKind.HEAD
 ) -> Download:
@@ -266,7 +277,7 @@ def start_download(db: Database, request: DownloadRequest, serving: Serving, now
 def _started_download(db: Database, request: DownloadRequest, serving: Serving, now: float) -> Download:
     link, opened = _open(db, request, serving.keyring, now)
     try:
-        download = _download(db, link, opened, request)
+        download = _refused_if_another_version(db, link, opened, request, now)
         if opened.delivery.redirects:
             opened.source.close()
             return _redirect(db, request, download, serving, now)

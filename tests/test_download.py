@@ -286,7 +286,13 @@ def test_a_resume_without_if_range_never_splices_two_files(app, client, backups,
     if rewritten:
         assert response.status_code == 412 and "replaced" in response.get_json()["error"]
         assert client.head(URL + token, headers={"Range": "bytes=1000-"}).status_code == 412
-        assert link_state(app)[0] == 0
+        assert link_state(app) == (0, ["created", "started", "partial", "rejected"])
+        db = connect(app.config["DATABASE"])
+        try:
+            (link,) = list_links(db)
+            assert list_events(db, link.id)[-1].reason == "changed"
+        finally:
+            db.close()
         assert get(client, token).data == replaced  # a download from the start
     else:
         assert response.status_code == 206 and response.data == DATA[1000:]
