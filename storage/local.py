@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.base import (
+    FOLDER_GONE,
     Entry,
     FileMissing,
     FolderScan,
@@ -270,7 +271,7 @@ class LocalStorage:
         try:
             with self._root() as root_fd:
                 return identity_of(self._stat_below(root_fd, folder))
-        except (*HIDDEN, NotAFile, StorageError):
+        except (StorageError, *FOLDER_GONE):
             return None
 
     name_key = staticmethod(casefolded_name_key)
